@@ -1,0 +1,179 @@
+"""Configuration: one TOML file decoded into frozen msgspec Structs.
+
+Unknown keys and wrong types stop start-up with a message naming the key and the file. Secrets never
+live in the file: a provider names the environment variable that holds its key. The CLI reads the
+file once and passes the Struct down; nothing else reads the environment for configuration.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+ProviderKind = Literal["openai", "mock", "anthropic", "azure", "ollama"]
+Strategy = Literal["fallback", "weighted", "least_busy", "latency"]
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the file and the key."""
+
+
+class _Base(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    pass
+
+
+class ServerConfig(_Base):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    max_body_bytes: int = 32 * 1024 * 1024
+    graceful_timeout_s: float = 30.0
+    backlog: int = 4096
+    keep_alive_timeout_s: float = 75.0
+    keep_alive_max_requests: int = 100_000
+
+
+class AuthConfig(_Base):
+    master_key_env: str | None = None
+    keys_file: str | None = None
+
+
+class MockConfig(_Base):
+    """Behaviour of a ``kind = "mock"`` provider (deterministic, no network)."""
+
+    latency_ms: float = 0.0
+    ttft_ms: float = 0.0
+    chunk_interval_ms: float = 0.0
+    chunks: int = 0
+    embedding_dims: int = 16
+
+
+class ProviderConfig(_Base):
+    name: str
+    kind: ProviderKind
+    base_url: str | None = None
+    api_key_env: str | None = None
+    max_concurrency: int = 64
+    max_queue: int = 1024
+    connect_timeout_s: float = 10.0
+    request_timeout_s: float = 600.0
+    headers: dict[str, str] = {}
+    direct: bool = True
+    breaker_failures: int = 5
+    breaker_cooldown_s: float = 30.0
+    mock: MockConfig = MockConfig()
+
+
+class ModelConfig(_Base):
+    name: str
+    targets: list[str]
+    strategy: Strategy = "fallback"
+
+
+class LoggingConfig(_Base):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class DatasetConfig(_Base):
+    dir: str | None = None
+    queue_size: int = 10_000
+
+
+class Config(_Base):
+    server: ServerConfig = ServerConfig()
+    auth: AuthConfig = AuthConfig()
+    providers: list[ProviderConfig] = []
+    models: list[ModelConfig] = []
+    logging: LoggingConfig = LoggingConfig()
+    dataset: DatasetConfig = DatasetConfig()
+    source: str = "<embedded default>"
+
+
+EMBEDDED_DEFAULT = Config(
+    providers=[ProviderConfig(name="mock", kind="mock", max_concurrency=256)],
+    models=[
+        ModelConfig(name="mock", targets=["mock/mock"]),
+        ModelConfig(name="mock-embedding", targets=["mock/mock-embedding"]),
+    ],
+)
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    """Read, decode and check the TOML file at ``path``."""
+    where = Path(path)
+    try:
+        raw = where.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read config file ({exc.strerror})") from None
+    try:
+        config = msgspec.toml.decode(raw, type=Config)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"{where}: not valid TOML ({exc})") from None
+    config = msgspec.structs.replace(config, source=str(where))
+    check(config)
+    return config
+
+
+def check(config: Config) -> None:
+    """Cross-field checks that types alone cannot express."""
+    where = config.source
+    names = [provider.name for provider in config.providers]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"{where}: providers: the name {name!r} is used twice")
+        if "/" in name or not name:
+            raise ConfigError(f"{where}: providers: name {name!r} must be non-empty, without '/'")
+    for index, provider in enumerate(config.providers):
+        _check_provider(where, index, provider)
+    aliases: set[str] = set()
+    for index, model in enumerate(config.models):
+        if model.name in aliases:
+            raise ConfigError(f"{where}: models[{index}].name: {model.name!r} is used twice")
+        aliases.add(model.name)
+        if not model.targets:
+            raise ConfigError(f"{where}: models[{index}].targets: needs at least one target")
+        for target in model.targets:
+            provider, _, upstream = target.partition("/")
+            if provider not in names or not upstream:
+                raise ConfigError(
+                    f"{where}: models[{index}].targets: {target!r} is not "
+                    f"'<provider>/<model>' with a configured provider ({', '.join(names)})"
+                )
+    _check_server(where, config.server)
+
+
+def _check_provider(where: str, index: int, provider: ProviderConfig) -> None:
+    key = f"{where}: providers[{index}]"
+    if provider.kind != "mock" and not provider.base_url:
+        raise ConfigError(f"{key}.base_url: required for kind {provider.kind!r}")
+    if provider.base_url and not provider.base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{key}.base_url: must start with http:// or https://")
+    if provider.max_concurrency < 1:
+        raise ConfigError(f"{key}.max_concurrency: must be at least 1")
+    if provider.max_queue < 0:
+        raise ConfigError(f"{key}.max_queue: must not be negative")
+
+
+def _check_server(where: str, server: ServerConfig) -> None:
+    if not 0 <= server.port <= 65535:
+        raise ConfigError(f"{where}: server.port: {server.port} is not a TCP port")
+    if (server.tls_cert is None) != (server.tls_key is None):
+        raise ConfigError(f"{where}: server.tls_cert and server.tls_key go together")
+    if server.max_body_bytes < 1024:
+        raise ConfigError(f"{where}: server.max_body_bytes: must be at least 1024")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

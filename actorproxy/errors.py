@@ -1,0 +1,219 @@
+"""The errors the proxy produces, and the one function that renders them.
+
+Map (class -> HTTP status, OpenAI ``type``, default ``code``):
+
+    ProxyError                 500  server_error            internal_error
+    ├── InvalidRequest         400  invalid_request_error   (none)
+    │   ├── CannotExpress      400  invalid_request_error   unsupported_parameter
+    │   └── BodyTooLarge       413  invalid_request_error   request_too_large
+    ├── AuthenticationFailed   401  invalid_request_error   invalid_api_key
+    ├── PermissionDenied       403  invalid_request_error   model_not_allowed
+    ├── NotFound               404  invalid_request_error   not_found
+    │   └── ModelNotFound      404  invalid_request_error   model_not_found
+    ├── MethodNotAllowed       405  invalid_request_error   method_not_allowed
+    ├── RateLimited            429  requests                rate_limit_exceeded
+    ├── UpstreamFailed         502  upstream_error          bad_gateway
+    │   ├── UpstreamConnectFailed   502                     upstream_connect_error
+    │   ├── UpstreamProtocolError   502                     upstream_protocol_error
+    │   ├── CannotUnderstand        502                     upstream_unparseable
+    │   └── ActorFailed             503 service_unavailable provider_actor_failed
+    ├── Unavailable            503  service_unavailable     no_healthy_provider
+    ├── UpstreamTimeout        504  timeout                 upstream_timeout
+    └── UpstreamHTTPError      <upstream status>, the upstream's own error object
+
+Low-level exceptions (h11, trio sockets, httpx) are translated into this tree at one boundary,
+``actorproxy.net``. Handlers never branch on an exception's message text: they branch on the class
+and on ``retryable``.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class ErrorBody(msgspec.Struct, omit_defaults=False):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | int | None = None
+
+
+class ErrorEnvelope(msgspec.Struct):
+    error: ErrorBody
+
+
+class AnthropicErrorBody(msgspec.Struct):
+    type: str
+    message: str
+
+
+class AnthropicErrorEnvelope(msgspec.Struct, tag="error", tag_field="type"):
+    error: AnthropicErrorBody
+
+
+_encoder = msgspec.json.Encoder()
+
+
+class ProxyError(Exception):
+    """Base of every error the proxy answers with."""
+
+    status: int = 500
+    type: str = "server_error"
+    code: str | None = "internal_error"
+    retryable: bool = False
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        self.headers: list[tuple[bytes, bytes]] = []
+
+    def body(self) -> ErrorBody:
+        return ErrorBody(message=self.message, type=self.type, param=self.param, code=self.code)
+
+
+class InvalidRequest(ProxyError):
+    status = 400
+    type = "invalid_request_error"
+    code = None
+
+
+class CannotExpress(InvalidRequest):
+    """The request is valid OpenAI, but the chosen upstream cannot express it."""
+
+    code = "unsupported_parameter"
+
+
+class BodyTooLarge(InvalidRequest):
+    status = 413
+    code = "request_too_large"
+
+
+class AuthenticationFailed(ProxyError):
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(ProxyError):
+    status = 403
+    type = "invalid_request_error"
+    code = "model_not_allowed"
+
+
+class NotFound(ProxyError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class MethodNotAllowed(ProxyError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class RateLimited(ProxyError):
+    status = 429
+    type = "requests"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        seconds = max(1, int(retry_after_s + 0.999))
+        self.headers = [(b"retry-after", str(seconds).encode())]
+
+
+class UpstreamFailed(ProxyError):
+    status = 502
+    type = "upstream_error"
+    code = "bad_gateway"
+    retryable = True
+
+
+class UpstreamConnectFailed(UpstreamFailed):
+    code = "upstream_connect_error"
+
+
+class UpstreamProtocolError(UpstreamFailed):
+    code = "upstream_protocol_error"
+
+
+class CannotUnderstand(UpstreamFailed):
+    """The upstream answered with something the adapter cannot parse."""
+
+    code = "upstream_unparseable"
+    retryable = False
+
+
+class ActorFailed(UpstreamFailed):
+    """The provider actor crashed while holding the call; the supervisor restarts it."""
+
+    status = 503
+    type = "service_unavailable"
+    code = "provider_actor_failed"
+
+
+class Unavailable(ProxyError):
+    status = 503
+    type = "service_unavailable"
+    code = "no_healthy_provider"
+    retryable = True
+
+
+class UpstreamTimeout(ProxyError):
+    status = 504
+    type = "timeout"
+    code = "upstream_timeout"
+    retryable = True
+
+
+RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+
+
+class UpstreamHTTPError(ProxyError):
+    """The upstream answered with an error status; its error object is kept as it was."""
+
+    def __init__(self, status: int, body: ErrorBody, headers: list[tuple[bytes, bytes]]) -> None:
+        super().__init__(body.message, param=body.param)
+        self.status = status
+        self.type = body.type
+        self.code = body.code if isinstance(body.code, str) or body.code is None else str(body.code)
+        self.retryable = status in RETRYABLE_STATUS
+        self.headers = headers
+
+
+def render(error: ProxyError) -> bytes:
+    """The OpenAI error body for ``error``."""
+    return _encoder.encode(ErrorEnvelope(error=error.body()))
+
+
+def render_anthropic(error: ProxyError) -> bytes:
+    """The Anthropic error body for ``error`` (used on ``/v1/messages``)."""
+    kind = _ANTHROPIC_TYPES.get(error.status, "api_error")
+    return _encoder.encode(AnthropicErrorEnvelope(AnthropicErrorBody(kind, error.message)))
+
+
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
+
+
+def internal(exc: BaseException) -> ProxyError:
+    """What a client sees for a bug: no traceback, no exception text."""
+    del exc
+    return ProxyError("The proxy hit an internal error; it has been logged.")

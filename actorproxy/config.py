@@ -26,7 +26,7 @@ class _Base(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tru
     pass
 
 
-class ServerConfig(_Base):
+class ServerConfig(_Base, frozen=True):
     host: str = "127.0.0.1"
     port: int = 8000
     tls_cert: str | None = None
@@ -38,12 +38,12 @@ class ServerConfig(_Base):
     keep_alive_max_requests: int = 100_000
 
 
-class AuthConfig(_Base):
+class AuthConfig(_Base, frozen=True):
     master_key_env: str | None = None
     keys_file: str | None = None
 
 
-class MockConfig(_Base):
+class MockConfig(_Base, frozen=True):
     """Behaviour of a ``kind = "mock"`` provider (deterministic, no network)."""
 
     latency_ms: float = 0.0
@@ -53,7 +53,7 @@ class MockConfig(_Base):
     embedding_dims: int = 16
 
 
-class ProviderConfig(_Base):
+class ProviderConfig(_Base, frozen=True):
     name: str
     kind: ProviderKind
     base_url: str | None = None
@@ -69,22 +69,22 @@ class ProviderConfig(_Base):
     mock: MockConfig = MockConfig()
 
 
-class ModelConfig(_Base):
+class ModelConfig(_Base, frozen=True):
     name: str
     targets: list[str]
     strategy: Strategy = "fallback"
 
 
-class LoggingConfig(_Base):
+class LoggingConfig(_Base, frozen=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
-class DatasetConfig(_Base):
+class DatasetConfig(_Base, frozen=True):
     dir: str | None = None
     queue_size: int = 10_000
 
 
-class Config(_Base):
+class Config(_Base, frozen=True):
     server: ServerConfig = ServerConfig()
     auth: AuthConfig = AuthConfig()
     providers: list[ProviderConfig] = []
@@ -125,11 +125,13 @@ def check(config: Config) -> None:
     """Cross-field checks that types alone cannot express."""
     where = config.source
     names = [provider.name for provider in config.providers]
-    for name in names:
-        if names.count(name) > 1:
-            raise ConfigError(f"{where}: providers: the name {name!r} is used twice")
-        if "/" in name or not name:
-            raise ConfigError(f"{where}: providers: name {name!r} must be non-empty, without '/'")
+    for provider_name in names:
+        if names.count(provider_name) > 1:
+            raise ConfigError(f"{where}: providers: the name {provider_name!r} is used twice")
+        if "/" in provider_name or not provider_name:
+            raise ConfigError(
+                f"{where}: providers: name {provider_name!r} must be non-empty, without '/'"
+            )
     for index, provider in enumerate(config.providers):
         _check_provider(where, index, provider)
     aliases: set[str] = set()
@@ -140,8 +142,8 @@ def check(config: Config) -> None:
         if not model.targets:
             raise ConfigError(f"{where}: models[{index}].targets: needs at least one target")
         for target in model.targets:
-            provider, _, upstream = target.partition("/")
-            if provider not in names or not upstream:
+            target_provider, _, upstream = target.partition("/")
+            if target_provider not in names or not upstream:
                 raise ConfigError(
                     f"{where}: models[{index}].targets: {target!r} is not "
                     f"'<provider>/<model>' with a configured provider ({', '.join(names)})"

@@ -77,7 +77,7 @@ class ProxyError(Exception):
 class InvalidRequest(ProxyError):
     status = 400
     type = "invalid_request_error"
-    code = None
+    code: str | None = None
 
 
 class CannotExpress(InvalidRequest):

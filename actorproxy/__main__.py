@@ -1,0 +1,5 @@
+import sys
+
+from actorproxy.cli import main
+
+sys.exit(main())

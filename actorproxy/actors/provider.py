@@ -1,0 +1,224 @@
+"""The provider actor: a task, a mailbox and a handle for one upstream provider.
+
+The actor owns its upstream pool, a concurrency limiter and its circuit breaker. Handlers put a
+``Call`` in the mailbox with ``submit()`` (never blocking: a full mailbox is a 429, an open breaker
+a 503); the actor admits calls in order, runs each upstream exchange in its own nursery and pushes
+the reply over the call's channel: a ``Head`` (with the whole body when not streaming), then body
+chunks and ``Done`` for a stream, or a ``Failure``.
+
+Cancellation: a handler whose client left cancels ``call.scope``; the upstream request is abandoned
+at once, its connection closed and the concurrency slot released. A handler that stops reading
+closes its channel; the actor's next send fails and has the same effect. If the actor itself
+crashes, every call it holds has its reply channel closed without ``Done``: the handler turns that
+into a prompt ``ActorFailed`` (and may fall over to another target). Calls still in the mailbox
+wait for the restarted actor: the mailbox, limiter and breaker live on the actor object, not in
+``run()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Literal
+
+import trio
+
+from actorproxy import errors
+from actorproxy.actors.breaker import Breaker, BreakerStats
+from actorproxy.adapters.base import Adapter, Exchange
+from actorproxy.config import ProviderConfig
+from actorproxy.net.base import Headers, Upstream, UpstreamResponse, read_all
+
+ActorState = Literal["starting", "running", "restarting", "failed", "stopped"]
+
+#: Response headers worth passing from an upstream to the client, under the name they get.
+PASSED_HEADERS = {
+    b"openai-processing-ms": b"openai-processing-ms",
+    b"openai-version": b"openai-version",
+    b"x-request-id": b"x-upstream-request-id",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    status: int
+    headers: Headers
+    body: bytes | None
+    upstream_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    upstream_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    error: errors.ProxyError
+
+
+Reply = Head | bytes | Done | Failure
+
+
+@dataclass(eq=False, slots=True)
+class Call:
+    """An envelope for one attempt: the exchange, a reply channel and the scope the work runs in."""
+
+    exchange: Exchange
+    reply: trio.MemorySendChannel[Reply]
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderStats:
+    name: str
+    kind: str
+    state: ActorState
+    in_flight: int
+    queued: int
+    max_concurrency: int
+    restarts: int
+    served: int
+    failed: int
+    breaker: BreakerStats
+
+
+class ProviderActor:
+    """One upstream provider. ``run()`` is restartable; the handle methods work across restarts."""
+
+    def __init__(self, config: ProviderConfig, upstream: Upstream, adapter: Adapter) -> None:
+        self.name = config.name
+        self.config = config
+        self._upstream = upstream
+        self._adapter = adapter
+        self._outbox, self._inbox = trio.open_memory_channel[Call](config.max_queue)
+        self._limiter = trio.CapacityLimiter(config.max_concurrency)
+        self._breaker = Breaker(
+            failures=config.breaker_failures, cooldown_s=config.breaker_cooldown_s
+        )
+        self.state: ActorState = "starting"
+        self.restarts = 0
+        self._served = 0
+        self._failed = 0
+
+    def submit(self, call: Call) -> None:
+        """Queue ``call`` without waiting. ``Unavailable`` if the breaker is open, 429 if full."""
+        now = trio.current_time()
+        if not self._breaker.allow(now):
+            raise errors.Unavailable(f"Provider {self.name!r} is failing; its circuit is open.")
+        try:
+            self._outbox.send_nowait(call)
+        except trio.WouldBlock:
+            self._breaker.release_probe()
+            raise errors.RateLimited(
+                f"Provider {self.name!r} has {self.config.max_queue} requests queued.",
+                retry_after_s=1.0,
+            ) from None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Admit calls until cancelled. A crash cancels every call in flight (see module doc)."""
+        async with trio.open_nursery() as nursery:
+            self.state = "running"
+            task_status.started()
+            while True:
+                call = await self._inbox.receive()
+                await self._admit(call, nursery)
+
+    async def _admit(self, call: Call, nursery: trio.Nursery) -> None:
+        if call.scope.cancel_called:
+            call.reply.close()
+            return
+        try:
+            await self._limiter.acquire_on_behalf_of(call)
+        except BaseException:
+            call.reply.close()
+            raise
+        nursery.start_soon(self._serve, call)
+
+    async def _serve(self, call: Call) -> None:
+        try:
+            with call.reply, call.scope:
+                await self._attempt(call)
+        finally:
+            self._limiter.release_on_behalf_of(call)
+
+    async def _attempt(self, call: Call) -> None:
+        started = trio.current_time()
+        try:
+            with trio.fail_after(self.config.request_timeout_s):
+                await self._exchange(call, started)
+        except errors.ProxyError as exc:
+            self._record(exc, started)
+            await _send_quietly(call.reply, Failure(exc))
+        except trio.TooSlowError:
+            timeout = errors.UpstreamTimeout(
+                f"Provider {self.name!r} did not answer within {self.config.request_timeout_s} s."
+            )
+            self._record(timeout, started)
+            await _send_quietly(call.reply, Failure(timeout))
+        except trio.BrokenResourceError:
+            self._breaker.release_probe()
+
+    async def _exchange(self, call: Call, started: float) -> None:
+        request = self._adapter.encode_request(call.exchange)
+        response = await self._upstream.send(request)
+        try:
+            if response.status >= 400:
+                body = await read_all(response)
+                raise self._adapter.decode_error(response.status, response.headers, body)
+            headers = [(PASSED_HEADERS[k], v) for k, v in response.headers if k in PASSED_HEADERS]
+            if not call.exchange.stream:
+                body = await read_all(response)
+                await call.reply.send(Head(response.status, headers, body, self._since(started)))
+            else:
+                await call.reply.send(Head(response.status, headers, None, self._since(started)))
+                await _pump(response, call.reply)
+                await response.aclose()  # back to the pool before the handler hears of the end
+                await call.reply.send(Done(self._since(started)))
+        finally:
+            await response.aclose()
+        self._breaker.success()
+        self._served += 1
+
+    def _record(self, exc: errors.ProxyError, started: float) -> None:
+        del started
+        self._failed += 1
+        if exc.retryable:
+            self._breaker.failure(trio.current_time())
+        elif isinstance(exc, errors.UpstreamHTTPError):
+            self._breaker.success()  # the upstream answered sensibly: it is healthy
+        else:
+            self._breaker.release_probe()
+
+    @staticmethod
+    def _since(started: float) -> float:
+        return trio.current_time() - started
+
+    def statistics(self) -> ProviderStats:
+        stats = self._inbox.statistics()
+        return ProviderStats(
+            name=self.name,
+            kind=self.config.kind,
+            state=self.state,
+            in_flight=int(self._limiter.borrowed_tokens),
+            queued=stats.current_buffer_used,
+            max_concurrency=int(self._limiter.total_tokens),
+            restarts=self.restarts,
+            served=self._served,
+            failed=self._failed,
+            breaker=self._breaker.statistics(trio.current_time()),
+        )
+
+    async def aclose(self) -> None:
+        await self._upstream.aclose()
+
+
+async def _pump(response: UpstreamResponse, reply: trio.MemorySendChannel[Reply]) -> None:
+    """Forward body chunks as they arrive; a closed reply channel abandons the upstream."""
+    while chunk := await response.receive_some():
+        await reply.send(chunk)
+
+
+async def _send_quietly(reply: trio.MemorySendChannel[Reply], item: Reply) -> None:
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        await reply.send(item)

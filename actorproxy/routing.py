@@ -1,0 +1,58 @@
+"""Routing: a requested model name to the ordered targets that may serve it. Pure code.
+
+A configured alias (``[[models]] name``) resolves to its targets in order. A name of the form
+``provider/model`` addresses a provider directly when that provider allows it (``direct = true``);
+the part after the first ``/`` is sent upstream as it is, so ``openrouter/openai/gpt-4o`` works.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from actorproxy import errors
+from actorproxy.config import Config
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    provider: str
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    alias: str
+    targets: tuple[Target, ...]
+    strategy: str = "fallback"
+
+
+class Router:
+    def __init__(self, config: Config) -> None:
+        self._aliases = {
+            model.name: _route(model.name, model.targets, model.strategy) for model in config.models
+        }
+        self._direct = {p.name for p in config.providers if p.direct}
+
+    def resolve(self, model: str) -> Route:
+        """The route for ``model``; ``ModelNotFound`` when nothing can serve it."""
+        route = self._aliases.get(model)
+        if route is not None:
+            return route
+        provider, slash, upstream = model.partition("/")
+        if slash and upstream and provider in self._direct:
+            return Route(model, (Target(provider, upstream),))
+        raise errors.ModelNotFound(
+            f"The model `{model}` does not exist or you do not have access to it.",
+            param="model",
+        )
+
+    def aliases(self) -> list[Route]:
+        return list(self._aliases.values())
+
+
+def _route(name: str, targets: list[str], strategy: str) -> Route:
+    parsed = []
+    for target in targets:
+        provider, _, upstream = target.partition("/")
+        parsed.append(Target(provider, upstream))
+    return Route(name, tuple(parsed), strategy)

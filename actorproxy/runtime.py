@@ -1,0 +1,176 @@
+"""The runtime: builds the actor tree from a ``Config`` and serves it.
+
+    root nursery
+    ├── supervisor ── provider actors ..., logger actor
+    └── hypercorn.trio.serve(Gateway)
+
+``serve()`` reports a ``Server`` (bound URLs and the live objects) through ``task_status`` once
+every actor runs and the socket listens. Setting ``shutdown`` stops accepting connections, lets
+in-flight requests finish within ``graceful_timeout_s``, then stops the actors and closes the
+upstream pools.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from actorproxy import config as cfg
+from actorproxy.actors.logger import LoggerActor
+from actorproxy.actors.provider import ProviderActor
+from actorproxy.actors.supervisor import Supervisor
+from actorproxy.adapters.base import Adapter
+from actorproxy.adapters.openai import OpenAIAdapter
+from actorproxy.app import Gateway
+from actorproxy.auth import Authenticator
+from actorproxy.net.base import Upstream
+from actorproxy.net.mock import MockUpstream
+from actorproxy.net.pool import H11Pool
+from actorproxy.proxy import ProxyHandler
+from actorproxy.routing import Router
+
+log = logging.getLogger("actorproxy.runtime")
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    urls: list[str]
+    gateway: Gateway
+    actors: Mapping[str, ProviderActor]
+    logger: LoggerActor
+    supervisor: Supervisor
+
+
+def build_actor(
+    provider: cfg.ProviderConfig,
+    environ: Mapping[str, str],
+    upstream: Upstream | None = None,
+) -> ProviderActor:
+    """The actor for ``provider``; ``upstream`` replaces the network seam (tests, embedding)."""
+    key = environ.get(provider.api_key_env) if provider.api_key_env else None
+    if provider.api_key_env and not key:
+        log.warning(
+            "provider key variable is not set",
+            extra={"provider": provider.name, "variable": provider.api_key_env},
+        )
+    adapter: Adapter = OpenAIAdapter(api_key=key, headers=provider.headers)
+    if upstream is None:
+        upstream = _upstream(provider)
+    return ProviderActor(provider, upstream, adapter)
+
+
+def _upstream(provider: cfg.ProviderConfig) -> Upstream:
+    if provider.kind == "mock":
+        return MockUpstream(provider.mock)
+    if provider.kind != "openai":
+        raise cfg.ConfigError(
+            f"provider {provider.name!r}: kind {provider.kind!r} is not built yet"
+        )
+    assert provider.base_url is not None  # config.check() guarantees it
+    return H11Pool(
+        provider.base_url,
+        max_connections=provider.max_concurrency,
+        connect_timeout_s=provider.connect_timeout_s,
+    )
+
+
+def hypercorn_config(server: cfg.ServerConfig) -> HypercornConfig:
+    hc = HypercornConfig()
+    hc.bind = [
+        f"[{server.host}]:{server.port}" if ":" in server.host else f"{server.host}:{server.port}"
+    ]
+    hc.backlog = server.backlog
+    hc.graceful_timeout = server.graceful_timeout_s
+    hc.keep_alive_timeout = server.keep_alive_timeout_s
+    hc.keep_alive_max_requests = server.keep_alive_max_requests
+    hc.accesslog = None
+    hc.errorlog = logging.getLogger("actorproxy.hypercorn")
+    if server.tls_cert and server.tls_key:
+        hc.certfile, hc.keyfile = server.tls_cert, server.tls_key
+    return hc
+
+
+async def serve(
+    config: cfg.Config,
+    *,
+    environ: Mapping[str, str],
+    shutdown: trio.Event,
+    upstreams: Mapping[str, Upstream] | None = None,
+    task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the gateway until ``shutdown`` is set (see the module docstring)."""
+    auth = Authenticator.from_config(config.auth, environ, _base_dir(config))
+    if auth.is_open and not cfg.is_loopback(config.server.host):
+        raise cfg.ConfigError(
+            f"{config.source}: no API keys are configured, so the proxy only serves on a "
+            f"loopback address, not {config.server.host!r}; set auth.master_key_env or "
+            "auth.keys_file"
+        )
+    given = upstreams or {}
+    actors = {p.name: build_actor(p, environ, given.get(p.name)) for p in config.providers}
+    logger = LoggerActor(queue_size=config.dataset.queue_size)
+    supervisor = Supervisor([*actors.values(), logger])
+    router = Router(config)
+    proxy = ProxyHandler(
+        router=router,
+        actors=actors,
+        auth=auth,
+        logger=logger,
+        max_body_bytes=config.server.max_body_bytes,
+    )
+    gateway = Gateway(
+        proxy=proxy,
+        router=router,
+        auth=auth,
+        actors=actors,
+        logger=logger,
+        created=int(time.time()),
+    )
+    try:
+        async with trio.open_nursery() as root:
+            await root.start(supervisor.run)
+            http_done = trio.Event()
+            urls = await root.start(_serve_http, gateway, config.server, shutdown, http_done)
+            if auth.is_open:
+                log.warning("no API keys configured: open access, loopback only")
+            log.info("listening", extra={"urls": urls, "config": config.source})
+            task_status.started(Server(urls, gateway, actors, logger, supervisor))
+            await http_done.wait()
+            root.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            for actor in actors.values():
+                await actor.aclose()
+
+
+async def _serve_http(
+    gateway: Gateway,
+    server: cfg.ServerConfig,
+    shutdown: trio.Event,
+    done: trio.Event,
+    *,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    try:
+        await hypercorn_serve(
+            cast(Any, gateway),  # hypercorn's TypedDict scopes vs. our plain mappings
+            hypercorn_config(server),
+            shutdown_trigger=shutdown.wait,
+            task_status=task_status,
+        )
+    finally:
+        done.set()
+
+
+def _base_dir(config: cfg.Config) -> Path:
+    if config.source.startswith("<"):
+        return Path.cwd()
+    return Path(config.source).resolve().parent

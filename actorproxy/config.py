@@ -80,8 +80,16 @@ class LoggingConfig(_Base, frozen=True):
 
 
 class DatasetConfig(_Base, frozen=True):
+    """The research dataset (see docs/dataset.md). No ``dir``: records are counted, not written."""
+
     dir: str | None = None
     queue_size: int = 10_000
+    on_full: Literal["block", "drop"] = "block"
+    batch_size: int = 1000
+    flush_interval_ms: float = 200.0
+    segment_max_bytes: int = 64 * 1024 * 1024
+    segment_max_age_s: float = 300.0
+    retention_days: int | None = None
 
 
 class Config(_Base, frozen=True):

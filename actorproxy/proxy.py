@@ -10,6 +10,7 @@ request's nursery, which cancels the actor's upstream call.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,7 +25,8 @@ from actorproxy.adapters.base import Endpoint, Exchange
 from actorproxy.auth import Authenticator, Principal
 from actorproxy.routing import Route, Router, Target
 from actorproxy.schema import views
-from actorproxy.schema.records import Attempt, RequestRecord
+from actorproxy.schema.records import Attempt
+from actorproxy.schema.records import Exchange as ExchangeRecord
 
 log = logging.getLogger("actorproxy.proxy")
 
@@ -52,9 +54,14 @@ class Flight:
     error: errors.ProxyError | None = None
     response_started: bool = False
     upstream_s: float | None = None
-    ttft_s: float | None = None
     attempts: list[Attempt] = field(default_factory=list)
     target: Target | None = None
+    trace_id: str | None = None
+    body: bytes = b""
+    response_body: bytes = b""
+    chunks: list[bytes] = field(default_factory=list)
+    chunk_offsets_ms: list[float] = field(default_factory=list)
+    queue_s: float | None = None
 
     def headers(self) -> asgi.Headers:
         return [(b"x-request-id", self.request_id.encode())]
@@ -73,7 +80,9 @@ class ProxyHandler:
         auth: Authenticator,
         logger: LoggerActor,
         max_body_bytes: int,
+        replica: str,
     ) -> None:
+        self._replica = replica
         self._router = router
         self._actors = actors
         self._auth = auth
@@ -84,6 +93,7 @@ class ProxyHandler:
         self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send, endpoint: Endpoint
     ) -> None:
         flight = Flight(asgi.request_id(scope), endpoint, trio.current_time(), time.time())
+        flight.trace_id = _trace_id(scope)
         try:
             exchange, route = await self._admit(scope, receive, flight)
         except errors.ProxyError as exc:
@@ -93,7 +103,7 @@ class ProxyHandler:
             flight.status = CLIENT_CLOSED
         else:
             await self._serve(receive, send, flight, exchange, route)
-        self._logger.submit(_record(flight))
+        await self._logger.submit(_exchange_record(flight, self._replica))
 
     async def _admit(
         self, scope: asgi.Scope, receive: asgi.Receive, flight: Flight
@@ -102,6 +112,7 @@ class ProxyHandler:
             raise errors.MethodNotAllowed(f"Use POST for {scope['path']}.")
         flight.principal = principal = self._auth.authenticate(scope["headers"])
         body = await asgi.read_body(receive, self._max_body, asgi.header(scope, b"content-length"))
+        flight.body = body
         view = _decode_view(body)
         flight.model, flight.stream = view.model, bool(view.stream)
         if flight.stream and flight.endpoint == "embeddings":
@@ -164,7 +175,7 @@ class ProxyHandler:
         try:
             actor.submit(call)
             with reply_receive:
-                status = await self._relay(send, flight, reply_receive)
+                status = await self._relay(send, flight, reply_receive, call)
         except errors.ProxyError as exc:
             status, error_type = exc.status, exc.type
             raise
@@ -174,9 +185,14 @@ class ProxyHandler:
             flight.attempts.append(_attempt_record(target, status, error_type, offset, flight))
 
     async def _relay(
-        self, send: asgi.Send, flight: Flight, replies: trio.MemoryReceiveChannel[Reply]
+        self,
+        send: asgi.Send,
+        flight: Flight,
+        replies: trio.MemoryReceiveChannel[Reply],
+        call: Call,
     ) -> int:
         head = await _receive(replies)
+        flight.queue_s = call.queue_s
         if isinstance(head, Failure):
             raise head.error
         if not isinstance(head, Head):
@@ -184,6 +200,7 @@ class ProxyHandler:
         flight.status, flight.upstream_s = head.status, head.upstream_s
         headers = [*flight.headers(), *head.headers, flight.overhead_header(head.upstream_s)]
         if head.body is not None:
+            flight.response_body = head.body
             await asgi.respond(send, head.status, head.body, headers)
             return head.status
         await send(
@@ -194,7 +211,6 @@ class ProxyHandler:
             }
         )
         flight.response_started = True
-        flight.ttft_s = head.upstream_s
         await _relay_stream(send, flight, replies)
         return head.status
 
@@ -202,9 +218,12 @@ class ProxyHandler:
 async def _relay_stream(
     send: asgi.Send, flight: Flight, replies: trio.MemoryReceiveChannel[Reply]
 ) -> None:
+    chunks, offsets, started = flight.chunks, flight.chunk_offsets_ms, flight.started
     while True:
         item = await _receive(replies)
         if isinstance(item, bytes):
+            offsets.append((trio.current_time() - started) * 1000)
+            chunks.append(item)
             await send({"type": "http.response.body", "body": item, "more_body": True})
         elif isinstance(item, Done):
             flight.upstream_s = item.upstream_s
@@ -261,10 +280,24 @@ def _for_target(exchange: Exchange, target: Target) -> Exchange:
     )
 
 
+def _trace_id(scope: asgi.Scope) -> str:
+    """The W3C trace id of the client's ``traceparent``, else a new one."""
+    given = asgi.header(scope, b"traceparent")
+    if given is not None:
+        parts = given.split(b"-")
+        if len(parts) == 4 and len(parts[1]) == 32 and parts[1] != b"0" * 32:
+            try:
+                return bytes.fromhex(parts[1].decode()).hex()
+            except ValueError:
+                pass
+    return os.urandom(16).hex()
+
+
 def _attempt_record(
     target: Target, status: int, error_type: str | None, offset: float, flight: Flight
 ) -> Attempt:
     now = trio.current_time()
+    first_chunk = flight.chunk_offsets_ms[0] if flight.chunk_offsets_ms else None
     return Attempt(
         provider=target.provider,
         upstream_model=target.model,
@@ -272,20 +305,23 @@ def _attempt_record(
         error_type=error_type,
         start_offset_ms=(offset - flight.started) * 1000,
         latency_ms=(now - offset) * 1000,
-        ttft_ms=None if flight.ttft_s is None else flight.ttft_s * 1000,
+        ttft_ms=None if first_chunk is None else first_chunk - (offset - flight.started) * 1000,
     )
 
 
-def _record(flight: Flight) -> RequestRecord:
+def _exchange_record(flight: Flight, replica: str) -> ExchangeRecord:
     now = trio.current_time()
-    target = flight.target
+    target, principal = flight.target, flight.principal
     ms = 1000.0
-    return RequestRecord(
+    return ExchangeRecord(
         request_id=flight.request_id,
+        trace_id=flight.trace_id,
         ts_start=flight.wall_start,
         ts_end=flight.wall_start + (now - flight.started),
+        replica=replica,
         endpoint=flight.endpoint,
-        api_key_id=flight.principal.key_id if flight.principal else "unauthenticated",
+        api_key_id=principal.key_id if principal else "unauthenticated",
+        log_bodies=principal.log_bodies if principal else True,
         model_requested=flight.model,
         provider=target.provider if target else None,
         upstream_model=target.model if target else None,
@@ -294,6 +330,11 @@ def _record(flight: Flight) -> RequestRecord:
         error_type=flight.error.type if flight.error else None,
         latency_ms=(now - flight.started) * ms,
         upstream_ms=None if flight.upstream_s is None else flight.upstream_s * ms,
-        ttft_ms=None if flight.ttft_s is None else flight.ttft_s * ms,
+        queue_ms=None if flight.queue_s is None else flight.queue_s * ms,
+        ttft_ms=flight.chunk_offsets_ms[0] if flight.chunk_offsets_ms else None,
+        request_body=flight.body,
+        response_body=flight.response_body,
+        chunks=flight.chunks,
+        chunk_offsets_ms=flight.chunk_offsets_ms,
         attempts=flight.attempts,
     )

@@ -13,6 +13,8 @@ upstream pools.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -116,7 +118,14 @@ async def serve(
         )
     given = upstreams or {}
     actors = {p.name: build_actor(p, environ, given.get(p.name)) for p in config.providers}
-    logger = LoggerActor(queue_size=config.dataset.queue_size)
+    dataset = config.dataset
+    logger = LoggerActor(
+        sink=None,
+        queue_size=dataset.queue_size,
+        on_full=dataset.on_full,
+        batch_size=dataset.batch_size,
+        flush_interval_s=dataset.flush_interval_ms / 1000,
+    )
     supervisor = Supervisor([*actors.values(), logger])
     router = Router(config)
     proxy = ProxyHandler(
@@ -125,6 +134,7 @@ async def serve(
         auth=auth,
         logger=logger,
         max_body_bytes=config.server.max_body_bytes,
+        replica=f"{socket.gethostname()}-{os.getpid()}",
     )
     gateway = Gateway(
         proxy=proxy,
@@ -144,6 +154,8 @@ async def serve(
             log.info("listening", extra={"urls": urls, "config": config.source})
             task_status.started(Server(urls, gateway, actors, logger, supervisor))
             await http_done.wait()
+            with trio.move_on_after(config.server.graceful_timeout_s):
+                await logger.stop()
             root.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True), trio.move_on_after(5):

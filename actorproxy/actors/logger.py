@@ -1,22 +1,42 @@
-"""The logger actor: the single consumer of request records.
+"""The logger actor: the single writer of the research dataset.
 
-Handlers hand it one ``RequestRecord`` per request with ``submit()``; it never blocks a handler
-for long (a bounded mailbox). This first version counts records and keeps the last ones for the
-admin view; the dataset writer (Arrow IPC segments compacted to Parquet) plugs in behind ``run()``.
-On cancellation it drains what is already in the mailbox before returning.
+Handlers hand it one ``Exchange`` per request with ``submit()``. It batches them (``batch_size``
+records or ``flush_interval_s`` after the first one, whichever comes first) and hands each batch
+to a ``Sink`` in a worker thread (``trio.to_thread``): the event loop never touches the disk.
+
+Backpressure: with ``on_full = "block"`` (the default) a full mailbox makes ``submit()`` wait, so
+a stalled disk slows requests down and nothing is ever dropped. With ``"drop"`` a full mailbox
+drops the record, counts it, and the count travels with the next batch (``Sink.write``).
+
+A sink that fails (disk full, permission) is retried with backoff, keeping the batch in memory;
+meanwhile the mailbox fills and backpressure applies. Cancellation: ``stop()`` closes the mailbox,
+the actor drains it, writes the last batch and closes the sink (its open segment is compacted);
+a plain cancel (crash of the process' root) loses at most the batch being collected.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import trio
 
-from actorproxy.schema.records import RequestRecord
+from actorproxy.schema.records import Exchange
+
+log = logging.getLogger("actorproxy.logger")
 
 ActorState = Literal["starting", "running", "restarting", "failed", "stopped"]
+OnFull = Literal["block", "drop"]
+
+
+class Sink(Protocol):
+    """Synchronous storage, called from one worker thread at a time."""
+
+    def write(self, records: list[Exchange], dropped: int) -> None: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,38 +44,123 @@ class LoggerStats:
     state: ActorState
     queued: int
     received: int
+    written: int
     dropped: int
+    batches: int
+    write_errors: int
     restarts: int
 
 
 class LoggerActor:
     name = "logger"
 
-    def __init__(self, *, queue_size: int, keep_last: int = 100) -> None:
-        self._outbox, self._inbox = trio.open_memory_channel[RequestRecord](queue_size)
+    def __init__(
+        self,
+        *,
+        sink: Sink | None,
+        queue_size: int,
+        on_full: OnFull = "block",
+        batch_size: int = 1000,
+        flush_interval_s: float = 0.2,
+        keep_last: int = 100,
+    ) -> None:
+        self._sink = sink
+        self._outbox, self._inbox = trio.open_memory_channel[Exchange](queue_size)
+        self._on_full = on_full
+        self._batch_size = batch_size
+        self._flush_interval_s = flush_interval_s
         self.state: ActorState = "starting"
         self.restarts = 0
-        self._received = 0
-        self._dropped = 0
-        self.recent: deque[RequestRecord] = deque(maxlen=keep_last)
+        self._received = self._written = self._dropped = self._unreported = 0
+        self._batches = self._errors = 0
+        self._pending: list[Exchange] = []
+        self._stopped = trio.Event()
+        self.recent: deque[Exchange] = deque(maxlen=keep_last)
 
-    def submit(self, record: RequestRecord) -> None:
-        """Queue ``record``; counted as dropped if the mailbox is full."""
+    async def submit(self, record: Exchange) -> None:
+        """Queue ``record``: waits when full in ``block`` mode, drops and counts in ``drop``."""
         try:
             self._outbox.send_nowait(record)
         except trio.WouldBlock:
-            self._dropped += 1
+            if self._on_full == "drop":
+                self._dropped += 1
+                self._unreported += 1
+                return
+            await self._outbox.send(record)
+        except trio.ClosedResourceError:
+            log.error("record after shutdown", extra={"request_id": record.request_id})
+
+    async def stop(self) -> None:
+        """No more records: ``run()`` drains the mailbox, writes, closes the sink and returns."""
+        self._outbox.close()
+        await self._stopped.wait()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self.state = "running"
         task_status.started()
-        async for record in self._inbox:
-            self._take(record)
+        try:
+            while await self._collect():
+                await self._flush()
+            await self._flush()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._close_sink()
+        self._stopped.set()
 
-    def _take(self, record: RequestRecord) -> None:
+    async def _collect(self) -> bool:
+        """Fill ``_pending`` with one batch; False once the mailbox is closed and drained."""
+        if not self._pending:
+            try:
+                self._take(await self._inbox.receive())
+            except trio.EndOfChannel:
+                return False
+        with trio.move_on_after(self._flush_interval_s):
+            while len(self._pending) < self._batch_size:
+                try:
+                    self._take(await self._inbox.receive())
+                except trio.EndOfChannel:
+                    return False
+        return True
+
+    def _take(self, record: Exchange) -> None:
         self._received += 1
+        self._pending.append(record)
         self.recent.append(record)
 
+    async def _flush(self) -> None:
+        if not self._pending:
+            return
+        batch, dropped = self._pending, self._unreported
+        delay = 0.05
+        while self._sink is not None:
+            try:
+                await trio.to_thread.run_sync(self._sink.write, batch, dropped)
+                break
+            except OSError:
+                self._errors += 1
+                log.exception("dataset write failed; retrying", extra={"records": len(batch)})
+                await trio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        self._pending = []
+        self._unreported -= dropped
+        self._written += len(batch)
+        self._batches += 1
+
+    async def _close_sink(self) -> None:
+        if self._sink is not None:
+            try:
+                await trio.to_thread.run_sync(self._sink.close)
+            except OSError:
+                log.exception("closing the dataset failed")
+
     def statistics(self) -> LoggerStats:
-        queued = self._inbox.statistics().current_buffer_used
-        return LoggerStats(self.state, queued, self._received, self._dropped, self.restarts)
+        return LoggerStats(
+            state=self.state,
+            queued=self._inbox.statistics().current_buffer_used,
+            received=self._received,
+            written=self._written,
+            dropped=self._dropped,
+            batches=self._batches,
+            write_errors=self._errors,
+            restarts=self.restarts,
+        )

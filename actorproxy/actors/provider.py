@@ -67,6 +67,8 @@ class Call:
     exchange: Exchange
     reply: trio.MemorySendChannel[Reply]
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    submitted: float = 0.0
+    queue_s: float | None = None  # set when the actor admits the call
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +106,7 @@ class ProviderActor:
     def submit(self, call: Call) -> None:
         """Queue ``call`` without waiting. ``Unavailable`` if the breaker is open, 429 if full."""
         now = trio.current_time()
+        call.submitted = now
         if not self._breaker.allow(now):
             raise errors.Unavailable(f"Provider {self.name!r} is failing; its circuit is open.")
         try:
@@ -133,6 +136,7 @@ class ProviderActor:
         except BaseException:
             call.reply.close()
             raise
+        call.queue_s = trio.current_time() - call.submitted
         nursery.start_soon(self._serve, call)
 
     async def _serve(self, call: Call) -> None:

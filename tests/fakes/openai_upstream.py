@@ -19,7 +19,9 @@ How the wire behaves: a cut (`Cut`) is the app returning before its final ``more
 message; hypercorn then closes the TCP connection without the chunked terminator, so the client
 sees an incomplete body (httpx: ``RemoteProtocolError: incomplete chunked read``). A client going
 away reaches the app as ``http.disconnect`` (hypercorn reads EOF concurrently with the response);
-a watcher task counts it in `FakeOpenAI.disconnects` and cancels the request's work.
+a watcher task counts it in `FakeOpenAI.disconnects` (``await fake.wait_disconnects(n)``
+returns once n have happened) and cancels the request's work. A request stops counting in
+`FakeOpenAI.in_flight` just before its last byte is handed over, or when its client leaves.
 """
 
 from __future__ import annotations
@@ -38,6 +40,22 @@ from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, S
 
 from tests.fakes import openai_bodies as bodies
 from tests.fakes.openai_bodies import RecordedRequest
+from tests.fakes.openai_checks import error_body
+
+__all__ = [
+    "DEFAULT_API_KEY",
+    "DEFAULT_MODELS",
+    "Cut",
+    "Delay",
+    "FakeOpenAI",
+    "Fault",
+    "Hang",
+    "RecordedRequest",
+    "Respond",
+    "Slow",
+    "error_body",
+    "open_fake_openai",
+]
 
 DEFAULT_API_KEY = "sk-upstream-test"
 DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "gpt-3.5-turbo-instruct")
@@ -181,6 +199,8 @@ async def open_fake_openai(
     config.bind = ["127.0.0.1:0"]
     config.errorlog = _log
     config.include_server_header = False
+    # Longer than any test, so a pooled idle connection is never closed under a client's feet.
+    config.keep_alive_timeout = 120
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(partial(serve, fake, config, mode="asgi"))
         fake.base_url = f"{binds[0]}/v1"
@@ -255,8 +275,9 @@ class _Response:
     async def _json(
         self, answer: bodies.JsonReply, headers: Mapping[str, str], *, cut: bool = False
     ) -> None:
-        length = {"content-length": str(len(answer.body))}
-        await self._head(answer.status, {"content-type": "application/json", **length, **headers})
+        fields = {"content-type": "application/json", "content-length": str(len(answer.body))}
+        fields |= {name.lower(): value for name, value in headers.items()}
+        await self._head(answer.status, fields)
         if cut:
             half = answer.body[: len(answer.body) // 2]
             await self._send({"type": "http.response.body", "body": half, "more_body": True})
@@ -265,7 +286,7 @@ class _Response:
 
     async def _head(self, status: int, headers: Mapping[str, str]) -> None:
         fields = {"x-request-id": self.request_id, **headers}
-        encoded = [(name.lower().encode(), value.encode()) for name, value in fields.items()]
+        encoded = [(name.encode(), value.encode()) for name, value in fields.items()]
         await self._send(
             {"type": "http.response.start", "status": status, "headers": encoded, "trailers": False}
         )

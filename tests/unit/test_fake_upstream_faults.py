@@ -12,7 +12,6 @@ import trio
 from openai.types.chat import ChatCompletionMessageParam
 
 from tests import spec
-from tests.fakes.openai_checks import error_body
 from tests.fakes.openai_upstream import (
     DEFAULT_API_KEY,
     Cut,
@@ -21,6 +20,7 @@ from tests.fakes.openai_upstream import (
     Hang,
     Respond,
     Slow,
+    error_body,
     open_fake_openai,
 )
 
@@ -73,7 +73,7 @@ async def test_respond_replaces_status_body_and_headers(
 ) -> None:
     limited = error_body("Rate limit reached", type="requests", code="rate_limit_exceeded")
     fake.script(Respond(429, limited, {"retry-after": "7"}))
-    fake.script(Respond(502, b"<html>bad gateway</html>", {"content-type": "text/html"}))
+    fake.script(Respond(502, b"<html>bad gateway</html>", {"Content-Type": "text/html"}))
     with trio.fail_after(10):
         with pytest.raises(openai.RateLimitError) as error:
             await sdk.chat.completions.create(model=MODEL, messages=HELLO)
@@ -82,7 +82,7 @@ async def test_respond_replaces_status_body_and_headers(
     assert error.value.code == "rate_limit_exceeded"
     assert error.value.response.headers["retry-after"] == "7"
     assert error.value.response.headers["x-request-id"] == "req_0"
-    spec.validate("ErrorResponse", error.value.body and {"error": error.value.body})
+    spec.validate("ErrorResponse", error.value.response.json())
     assert (gateway.status_code, gateway.content) == (502, b"<html>bad gateway</html>")
     assert gateway.headers["content-type"] == "text/html"
     assert normal.status_code == 200

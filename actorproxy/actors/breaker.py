@@ -3,7 +3,12 @@
 closed -> open after ``failures`` consecutive failures; open -> half_open once ``cooldown_s`` has
 passed; half_open lets ``probes`` calls through at a time, closes on a success and opens again on a
 failure. Only failures that say something about the upstream's health count (connect errors,
-timeouts, 5xx); a client's 4xx never opens the breaker.
+timeouts, 5xx, and the upstream's own 408/409/429, which say it cannot serve now); a client's
+other 4xx never opens the breaker.
+
+Each half-open spell has a ``period`` number. A probe remembers the period it was admitted in, and
+``release_probe(period)`` (the probe ended without a verdict, e.g. its client left) frees a slot of
+that period only: a straggler from an earlier spell never lets an extra probe through.
 """
 
 from __future__ import annotations
@@ -31,11 +36,13 @@ class Breaker:
         self._opened_at = 0.0
         self._probes = 0
         self._opened_total = 0
+        self.period = 0
 
     def state(self, now: float) -> State:
         if self._state == "open" and now - self._opened_at >= self._cooldown_s:
             self._state = "half_open"
             self._probes = 0
+            self.period += 1
         return self._state
 
     def allow(self, now: float) -> bool:
@@ -63,9 +70,9 @@ class Breaker:
             self._state = "open"
             self._opened_at = now
 
-    def release_probe(self) -> None:
-        """A probe ended without a verdict (e.g. the client left): let another one through."""
-        if self._state == "half_open" and self._probes > 0:
+    def release_probe(self, period: int) -> None:
+        """A probe of ``period`` ended without a verdict (e.g. its client left): free its slot."""
+        if self._state == "half_open" and period == self.period and self._probes > 0:
             self._probes -= 1
 
     def statistics(self, now: float) -> BreakerStats:

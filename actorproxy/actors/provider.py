@@ -69,6 +69,7 @@ class Call:
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     submitted: float = 0.0
     queue_s: float | None = None  # set when the actor admits the call
+    probe: int | None = None  # the breaker's half-open period, when this call is a probe
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +103,7 @@ class ProviderActor:
         self.restarts = 0
         self._served = 0
         self._failed = 0
+        self._in_flight = 0
 
     def submit(self, call: Call) -> None:
         """Queue ``call`` without waiting. ``Unavailable`` if the breaker is open, 429 if full."""
@@ -109,10 +111,12 @@ class ProviderActor:
         call.submitted = now
         if not self._breaker.allow(now):
             raise errors.Unavailable(f"Provider {self.name!r} is failing; its circuit is open.")
+        if self._breaker.state(now) == "half_open":
+            call.probe = self._breaker.period
         try:
             self._outbox.send_nowait(call)
         except trio.WouldBlock:
-            self._breaker.release_probe()
+            self._release_probe(call)
             raise errors.RateLimited(
                 f"Provider {self.name!r} has {self.config.max_queue} requests queued.",
                 retry_after_s=1.0,
@@ -124,27 +128,39 @@ class ProviderActor:
             self.state = "running"
             task_status.started()
             while True:
-                call = await self._inbox.receive()
-                await self._admit(call, nursery)
+                await self._admit_next(nursery)
 
-    async def _admit(self, call: Call, nursery: trio.Nursery) -> None:
-        if call.scope.cancel_called:
+    async def _admit_next(self, nursery: trio.Nursery) -> None:
+        """Take a concurrency slot, then the next call: the mailbox holds exactly the queue."""
+        slot = _Slot()
+        await self._limiter.acquire_on_behalf_of(slot)
+        try:
+            call = await self._inbox.receive()
+        except BaseException:
+            self._limiter.release_on_behalf_of(slot)
+            raise
+        if call.scope.cancel_called:  # its client left while it waited
+            self._limiter.release_on_behalf_of(slot)
+            self._release_probe(call)
             call.reply.close()
             return
-        try:
-            await self._limiter.acquire_on_behalf_of(call)
-        except BaseException:
-            call.reply.close()
-            raise
         call.queue_s = trio.current_time() - call.submitted
-        nursery.start_soon(self._serve, call)
+        nursery.start_soon(self._serve, call, slot)
 
-    async def _serve(self, call: Call) -> None:
+    async def _serve(self, call: Call, slot: _Slot) -> None:
+        self._in_flight += 1
         try:
             with call.reply, call.scope:
                 await self._attempt(call)
+            if call.scope.cancelled_caught:
+                self._release_probe(call)
         finally:
-            self._limiter.release_on_behalf_of(call)
+            self._in_flight -= 1
+            self._limiter.release_on_behalf_of(slot)
+
+    def _release_probe(self, call: Call) -> None:
+        if call.probe is not None:
+            self._breaker.release_probe(call.probe)
 
     async def _attempt(self, call: Call) -> None:
         started = trio.current_time()
@@ -152,16 +168,16 @@ class ProviderActor:
             with trio.fail_after(self.config.request_timeout_s):
                 await self._exchange(call, started)
         except errors.ProxyError as exc:
-            self._record(exc, started)
+            self._record(call, exc)
             await _send_quietly(call.reply, Failure(exc))
         except trio.TooSlowError:
             timeout = errors.UpstreamTimeout(
                 f"Provider {self.name!r} did not answer within {self.config.request_timeout_s} s."
             )
-            self._record(timeout, started)
+            self._record(call, timeout)
             await _send_quietly(call.reply, Failure(timeout))
         except trio.BrokenResourceError:
-            self._breaker.release_probe()
+            self._release_probe(call)
 
     async def _exchange(self, call: Call, started: float) -> None:
         request = self._adapter.encode_request(call.exchange)
@@ -184,15 +200,14 @@ class ProviderActor:
         self._breaker.success()
         self._served += 1
 
-    def _record(self, exc: errors.ProxyError, started: float) -> None:
-        del started
+    def _record(self, call: Call, exc: errors.ProxyError) -> None:
         self._failed += 1
         if exc.retryable:
             self._breaker.failure(trio.current_time())
         elif isinstance(exc, errors.UpstreamHTTPError):
             self._breaker.success()  # the upstream answered sensibly: it is healthy
         else:
-            self._breaker.release_probe()
+            self._release_probe(call)
 
     @staticmethod
     def _since(started: float) -> float:
@@ -204,7 +219,7 @@ class ProviderActor:
             name=self.name,
             kind=self.config.kind,
             state=self.state,
-            in_flight=int(self._limiter.borrowed_tokens),
+            in_flight=self._in_flight,
             queued=stats.current_buffer_used,
             max_concurrency=int(self._limiter.total_tokens),
             restarts=self.restarts,
@@ -215,6 +230,12 @@ class ProviderActor:
 
     async def aclose(self) -> None:
         await self._upstream.aclose()
+
+
+class _Slot:
+    """The borrower of one concurrency slot, from admission until the call's task ends."""
+
+    __slots__ = ()
 
 
 async def _pump(response: UpstreamResponse, reply: trio.MemorySendChannel[Reply]) -> None:

@@ -56,7 +56,7 @@ class Supervisor:
     async def _supervise(
         self, actor: Actor, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        await _run_once(actor, task_status)  # a failure to start at all escalates at once
+        await _run_once(actor, task_status, first=True)  # a failure to start escalates at once
         crashes: deque[float] = deque()
         while actor.state != "stopped":
             now = trio.current_time()
@@ -72,16 +72,32 @@ class Supervisor:
             await trio.sleep(delay)
             actor.restarts += 1
             log.warning("actor restarted", extra={"actor": actor.name, "restarts": actor.restarts})
-            await _run_once(actor, trio.TASK_STATUS_IGNORED)
+            await _run_once(actor, trio.TASK_STATUS_IGNORED, first=False)
 
 
-async def _run_once(actor: Actor, task_status: trio.TaskStatus[None]) -> None:
-    """Run ``actor`` until it returns (stopped) or crashes (logged, state left for the caller)."""
+class _Started:
+    """Forwards ``started()`` and remembers that it happened."""
+
+    def __init__(self, inner: trio.TaskStatus[None]) -> None:
+        self._inner = inner
+        self.done = False
+
+    def started(self, value: None = None) -> None:
+        self.done = True
+        self._inner.started(value)
+
+
+async def _run_once(actor: Actor, task_status: trio.TaskStatus[None], *, first: bool) -> None:
+    """Run ``actor`` until it returns (stopped) or crashes (logged, state left for the caller).
+
+    On the first run, a crash before ``started()`` propagates: the tree never came up.
+    """
+    status = _Started(task_status)
     try:
-        await actor.run(task_status=task_status)
+        await actor.run(task_status=status)
         actor.state = "stopped"
     except Exception:
-        if actor.state == "starting":
+        if first and not status.done:
             raise
         log.exception("actor crashed", extra={"actor": actor.name})
         actor.state = "restarting"

@@ -1,0 +1,208 @@
+"""Configuration: the TOML file decoded and checked, errors naming the file and the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from actorproxy import config as cfg
+
+# The example of README.md, "Add a real provider", as it is printed there.
+README_EXAMPLE = """\
+[server]
+host = "127.0.0.1"
+port = 8000
+
+[auth]
+master_key_env = "ACTORPROXY_MASTER_KEY"
+keys_file = "keys.json"                # optional: hashed keys made by `actorproxy keys create`
+
+[[providers]]
+name = "openai"
+kind = "openai"                        # openai | mock (anthropic | azure | ollama: see roadmap)
+base_url = "https://api.openai.com/v1"
+api_key_env = "OPENAI_API_KEY"
+max_concurrency = 64
+
+[[providers]]
+name = "local"
+kind = "openai"                        # any OpenAI-compatible server: vLLM, LM Studio, Ollama /v1
+base_url = "http://127.0.0.1:11434/v1"
+
+[[models]]
+name = "gpt-4o-mini"                   # what clients send
+targets = ["openai/gpt-4o-mini", "local/llama3.1"]   # tried in order on retryable failures
+"""
+
+MOCK_PROVIDER = '[[providers]]\nname = "mock"\nkind = "mock"\n'
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "actorproxy.toml"
+    path.write_text(text)
+    return path
+
+
+def load_error(tmp_path: Path, text: str) -> str:
+    path = write(tmp_path, text)
+    with pytest.raises(cfg.ConfigError) as caught:
+        cfg.load(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ")
+    return message
+
+
+def test_readme_matches_the_example_here() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert README_EXAMPLE in readme
+
+
+def test_readme_example_loads(tmp_path: Path) -> None:
+    path = write(tmp_path, README_EXAMPLE)
+    config = cfg.load(path)
+    assert config.source == str(path)
+    assert config.server == cfg.ServerConfig(host="127.0.0.1", port=8000)
+    assert config.auth == cfg.AuthConfig(
+        master_key_env="ACTORPROXY_MASTER_KEY", keys_file="keys.json"
+    )
+    openai, local = config.providers
+    assert (openai.name, openai.kind, openai.base_url) == (
+        "openai",
+        "openai",
+        "https://api.openai.com/v1",
+    )
+    assert (openai.api_key_env, openai.max_concurrency) == ("OPENAI_API_KEY", 64)
+    assert (local.name, local.api_key_env, local.direct) == ("local", None, True)
+    assert config.models == [
+        cfg.ModelConfig(name="gpt-4o-mini", targets=["openai/gpt-4o-mini", "local/llama3.1"])
+    ]
+
+
+def test_an_empty_file_is_the_defaults(tmp_path: Path) -> None:
+    config = cfg.load(write(tmp_path, ""))
+    assert msgspec.structs.replace(config, source=cfg.Config().source) == cfg.Config()
+
+
+def test_embedded_default_passes_check() -> None:
+    cfg.check(cfg.EMBEDDED_DEFAULT)
+    assert [p.kind for p in cfg.EMBEDDED_DEFAULT.providers] == ["mock"]
+
+
+def test_missing_file_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.toml"
+    with pytest.raises(cfg.ConfigError, match="cannot read config file") as caught:
+        cfg.load(path)
+    assert str(caught.value).startswith(f"{path}: ")
+
+
+def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
+    assert "not valid TOML" in load_error(tmp_path, "[server\nport = 1\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "where"),
+    [
+        ("[server]\nprot = 8000\n", "prot", "$.server"),
+        ("colour = 'blue'\n", "colour", None),  # top level: the field is the whole path
+        (MOCK_PROVIDER + "max_concurency = 1\n", "max_concurency", "$.providers[0]"),
+        (MOCK_PROVIDER + "[providers.mock]\nlatency = 1\n", "latency", "$.providers[0].mock"),
+    ],
+)
+def test_unknown_key_names_the_key_path(
+    tmp_path: Path, text: str, field: str, where: str | None
+) -> None:
+    message = load_error(tmp_path, text)
+    assert f"unknown field `{field}`" in message
+    if where is not None:
+        assert message.endswith(f" - at `{where}`")
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ('[server]\nport = "8000"\n', "$.server.port"),
+        (MOCK_PROVIDER + 'max_concurrency = "many"\n', "$.providers[0].max_concurrency"),
+        ('[[providers]]\nname = "x"\nkind = "bedrock"\n', "$.providers[0].kind"),
+        ('[[models]]\nname = "m"\ntargets = "mock/mock"\n', "$.models[0].targets"),
+        ('providers = "mock"\n', "$.providers"),
+    ],
+)
+def test_wrong_type_names_the_key_path(tmp_path: Path, text: str, where: str) -> None:
+    assert f"`{where}`" in load_error(tmp_path, text)
+
+
+def test_missing_required_key_names_it(tmp_path: Path) -> None:
+    message = load_error(tmp_path, '[[providers]]\nkind = "mock"\n')
+    assert "`name`" in message
+    assert "`$.providers[0]`" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (MOCK_PROVIDER + MOCK_PROVIDER, "providers: the name 'mock' is used twice"),
+        ('[[providers]]\nname = "a/b"\nkind = "mock"\n', "without '/'"),
+        ('[[providers]]\nname = ""\nkind = "mock"\n', "must be non-empty"),
+        ('[[providers]]\nname = "o"\nkind = "openai"\n', "providers[0].base_url: required"),
+        (
+            '[[providers]]\nname = "o"\nkind = "openai"\nbase_url = "api.openai.com"\n',
+            "providers[0].base_url: must start with http:// or https://",
+        ),
+        (MOCK_PROVIDER + "max_concurrency = 0\n", "providers[0].max_concurrency"),
+        (MOCK_PROVIDER + "max_queue = -1\n", "providers[0].max_queue"),
+        (MOCK_PROVIDER + '[[models]]\nname = "m"\ntargets = ["other/x"]\n', "models[0].targets"),
+        (MOCK_PROVIDER + '[[models]]\nname = "m"\ntargets = ["mock"]\n', "models[0].targets"),
+        (MOCK_PROVIDER + '[[models]]\nname = "m"\ntargets = ["mock/"]\n', "models[0].targets"),
+        (MOCK_PROVIDER + '[[models]]\nname = "m"\ntargets = []\n', "at least one target"),
+        (
+            MOCK_PROVIDER + '[[models]]\nname = "m"\ntargets = ["mock/a"]\n'
+            '[[models]]\nname = "m"\ntargets = ["mock/b"]\n',
+            "models[1].name: 'm' is used twice",
+        ),
+        ("[server]\nport = 65536\n", "server.port: 65536 is not a TCP port"),
+        ("[server]\nport = -1\n", "server.port: -1 is not a TCP port"),
+        ('[server]\ntls_cert = "c.pem"\n', "server.tls_cert and server.tls_key go together"),
+        ('[server]\ntls_key = "k.pem"\n', "server.tls_cert and server.tls_key go together"),
+        ("[server]\nmax_body_bytes = 10\n", "server.max_body_bytes"),
+    ],
+)
+def test_cross_field_checks_name_file_and_key(tmp_path: Path, text: str, expected: str) -> None:
+    assert expected in load_error(tmp_path, text)
+
+
+@pytest.mark.parametrize("port", [0, 1, 65535])
+def test_port_range_edges_are_accepted(tmp_path: Path, port: int) -> None:
+    assert cfg.load(write(tmp_path, f"[server]\nport = {port}\n")).server.port == port
+
+
+def test_tls_pair_is_accepted(tmp_path: Path) -> None:
+    config = cfg.load(write(tmp_path, '[server]\ntls_cert = "c.pem"\ntls_key = "k.pem"\n'))
+    assert (config.server.tls_cert, config.server.tls_key) == ("c.pem", "k.pem")
+
+
+def test_mock_provider_needs_no_base_url(tmp_path: Path) -> None:
+    config = cfg.load(write(tmp_path, MOCK_PROVIDER + '[[models]]\nname="m"\ntargets=["mock/m"]\n'))
+    assert config.providers[0].base_url is None
+
+
+def test_check_names_the_source_of_an_in_memory_config() -> None:
+    config = cfg.Config(
+        providers=[cfg.ProviderConfig(name="o", kind="openai")], source="from-the-cli"
+    )
+    with pytest.raises(cfg.ConfigError, match=r"^from-the-cli: providers\[0\]\.base_url"):
+        cfg.check(config)
+
+
+def test_config_is_frozen() -> None:
+    with pytest.raises(AttributeError):
+        cfg.EMBEDDED_DEFAULT.server.port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("localhost", True), ("127.0.0.1", True), ("::1", True), ("0.0.0.0", False), ("x", False)],
+)
+def test_is_loopback(host: str, loopback: bool) -> None:
+    assert cfg.is_loopback(host) is loopback

@@ -10,8 +10,6 @@ import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-import trio
-
 from actorproxy import errors
 
 Scope = MutableMapping[str, Any]
@@ -84,12 +82,3 @@ async def respond(
 
 async def respond_error(send: Send, error: errors.ProxyError, headers: Headers) -> None:
     await respond(send, error.status, errors.render(error), [*headers, *error.headers])
-
-
-async def watch_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
-    """Cancel ``scope`` when the client goes away (the body has been read already)."""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            scope.cancel()
-            return

@@ -13,6 +13,7 @@ import trio
 
 from actorproxy import __version__, keys, logs, runtime
 from actorproxy import config as cfg
+from actorproxy.storage import cli as dataset_cli
 
 DESCRIPTION = """\
 An OpenAI-compatible LLM gateway. Point any OpenAI SDK at http://HOST:PORT/v1 and change nothing
@@ -67,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("path", metavar="PATH")
     check.set_defaults(func=_check_config)
     keys.register(sub)
+    dataset_cli.register(sub)
     return parser
 
 

@@ -14,6 +14,8 @@ from typing import Literal
 
 import msgspec
 
+from actorproxy.redact import RedactionConfig
+
 ProviderKind = Literal["openai", "mock", "anthropic", "azure", "ollama"]
 Strategy = Literal["fallback", "weighted", "least_busy", "latency"]
 
@@ -90,6 +92,7 @@ class DatasetConfig(_Base, frozen=True):
     segment_max_bytes: int = 64 * 1024 * 1024
     segment_max_age_s: float = 300.0
     retention_days: int | None = None
+    redaction: RedactionConfig = RedactionConfig()
 
 
 class Config(_Base, frozen=True):

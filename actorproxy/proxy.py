@@ -53,6 +53,7 @@ class Flight:
     status: int = 0
     error: errors.ProxyError | None = None
     response_started: bool = False
+    finished: bool = False  # the last part of the response is being handed to the server
     upstream_s: float | None = None
     attempts: list[Attempt] = field(default_factory=list)
     target: Target | None = None
@@ -138,7 +139,7 @@ class ProxyHandler:
     ) -> None:
         with trio.CancelScope() as request_scope:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(asgi.watch_disconnect, receive, request_scope)
+                nursery.start_soon(_watch_disconnect, receive, request_scope, flight)
                 await self._try_targets(send, flight, exchange, route)
                 nursery.cancel_scope.cancel()
         if request_scope.cancelled_caught:
@@ -158,6 +159,7 @@ class ProxyHandler:
                 if flight.response_started or not exc.retryable:
                     break
         flight.error, flight.status = last, flight.status or last.status
+        flight.finished = True
         if flight.response_started:
             await _end_stream_with_error(send, last)
         else:
@@ -201,6 +203,7 @@ class ProxyHandler:
         headers = [*flight.headers(), *head.headers, flight.overhead_header(head.upstream_s)]
         if head.body is not None:
             flight.response_body = head.body
+            flight.finished = True
             await asgi.respond(send, head.status, head.body, headers)
             return head.status
         await send(
@@ -227,12 +230,24 @@ async def _relay_stream(
             await send({"type": "http.response.body", "body": item, "more_body": True})
         elif isinstance(item, Done):
             flight.upstream_s = item.upstream_s
+            flight.finished = True
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
         elif isinstance(item, Failure):
             raise item.error
         else:
             raise errors.UpstreamProtocolError("The provider actor answered out of order.")
+
+
+async def _watch_disconnect(receive: asgi.Receive, scope: trio.CancelScope, flight: Flight) -> None:
+    """Cancel the request when its client leaves before the response is complete.
+
+    hypercorn also reports ``http.disconnect`` once a response is complete; that one is ignored.
+    """
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    if not flight.finished:
+        scope.cancel()
 
 
 async def _receive(replies: trio.MemoryReceiveChannel[Reply]) -> Reply:

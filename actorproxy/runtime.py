@@ -37,7 +37,9 @@ from actorproxy.net.base import Upstream
 from actorproxy.net.mock import MockUpstream
 from actorproxy.net.pool import H11Pool
 from actorproxy.proxy import ProxyHandler
+from actorproxy.redact import Redactor
 from actorproxy.routing import Router
+from actorproxy.storage.sink import DatasetSink
 
 log = logging.getLogger("actorproxy.runtime")
 
@@ -119,8 +121,12 @@ async def serve(
     given = upstreams or {}
     actors = {p.name: build_actor(p, environ, given.get(p.name)) for p in config.providers}
     dataset = config.dataset
+    replica = f"{socket.gethostname()}-{os.getpid()}"
+    sink = _dataset_sink(config, environ, replica)
+    if sink is not None:
+        await trio.to_thread.run_sync(sink.recover)
     logger = LoggerActor(
-        sink=None,
+        sink=sink,
         queue_size=dataset.queue_size,
         on_full=dataset.on_full,
         batch_size=dataset.batch_size,
@@ -134,7 +140,7 @@ async def serve(
         auth=auth,
         logger=logger,
         max_body_bytes=config.server.max_body_bytes,
-        replica=f"{socket.gethostname()}-{os.getpid()}",
+        replica=replica,
     )
     gateway = Gateway(
         proxy=proxy,
@@ -180,6 +186,37 @@ async def _serve_http(
         )
     finally:
         done.set()
+
+
+def _dataset_sink(
+    config: cfg.Config, environ: Mapping[str, str], replica: str
+) -> DatasetSink | None:
+    dataset = config.dataset
+    if dataset.dir is None:
+        return None
+    redaction = dataset.redaction
+    key: bytes | None = None
+    if redaction.hash_key_env is not None:
+        value = environ.get(redaction.hash_key_env)
+        if not value:
+            raise cfg.ConfigError(
+                f"{config.source}: dataset.redaction.hash_key_env: "
+                f"the variable {redaction.hash_key_env} is not set"
+            )
+        key = value.encode()
+    try:
+        redactor = Redactor(redaction, hmac_key=key)
+    except ValueError as exc:
+        raise cfg.ConfigError(f"{config.source}: dataset.redaction: {exc}") from None
+    directory = Path(dataset.dir)
+    if not directory.is_absolute():
+        directory = _base_dir(config) / directory
+    return DatasetSink(
+        directory,
+        replica=replica,
+        redactor=redactor,
+        config=dataset,
+    )
 
 
 def _base_dir(config: cfg.Config) -> Path:

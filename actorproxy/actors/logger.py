@@ -27,6 +27,10 @@ from actorproxy.schema.records import Exchange
 
 log = logging.getLogger("actorproxy.logger")
 
+#: A batch is written once its bodies reach this size, whatever its count (Arrow's string
+#: columns hold at most 2 GiB).
+MAX_BATCH_BYTES = 256 * 1024 * 1024
+
 ActorState = Literal["starting", "running", "restarting", "failed", "stopped"]
 OnFull = Literal["block", "drop"]
 
@@ -35,6 +39,10 @@ class Sink(Protocol):
     """Synchronous storage, called from one worker thread at a time."""
 
     def write(self, records: list[Exchange], dropped: int) -> None: ...
+
+    def tick(self) -> None:
+        """Nothing came for ``idle_tick_s``: time-based housekeeping (segment rotation)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -62,7 +70,7 @@ class LoggerActor:
         on_full: OnFull = "block",
         batch_size: int = 1000,
         flush_interval_s: float = 0.2,
-        keep_last: int = 100,
+        idle_tick_s: float = 10.0,
     ) -> None:
         self._sink = sink
         self._outbox, self._inbox = trio.open_memory_channel[Exchange](queue_size)
@@ -75,7 +83,9 @@ class LoggerActor:
         self._batches = self._errors = 0
         self._pending: list[Exchange] = []
         self._stopped = trio.Event()
-        self.recent: deque[Exchange] = deque(maxlen=keep_last)
+        self._idle_tick_s = idle_tick_s
+        self._pending_bytes = 0
+        self.recent: deque[Exchange] = deque(maxlen=100)
 
     async def submit(self, record: Exchange) -> None:
         """Queue ``record``: waits when full in ``block`` mode, drops and counts in ``drop``."""
@@ -109,13 +119,16 @@ class LoggerActor:
 
     async def _collect(self) -> bool:
         """Fill ``_pending`` with one batch; False once the mailbox is closed and drained."""
-        if not self._pending:
-            try:
-                self._take(await self._inbox.receive())
-            except trio.EndOfChannel:
-                return False
+        while not self._pending:
+            with trio.move_on_after(self._idle_tick_s) as idle:
+                try:
+                    self._take(await self._inbox.receive())
+                except trio.EndOfChannel:
+                    return False
+            if idle.cancelled_caught and self._sink is not None:
+                await trio.to_thread.run_sync(self._sink.tick)
         with trio.move_on_after(self._flush_interval_s):
-            while len(self._pending) < self._batch_size:
+            while len(self._pending) < self._batch_size and self._pending_bytes < MAX_BATCH_BYTES:
                 try:
                     self._take(await self._inbox.receive())
                 except trio.EndOfChannel:
@@ -125,6 +138,8 @@ class LoggerActor:
     def _take(self, record: Exchange) -> None:
         self._received += 1
         self._pending.append(record)
+        self._pending_bytes += len(record.request_body) + len(record.response_body)
+        self._pending_bytes += sum(map(len, record.chunks))
         self.recent.append(record)
 
     async def _flush(self) -> None:
@@ -142,6 +157,7 @@ class LoggerActor:
                 await trio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         self._pending = []
+        self._pending_bytes = 0
         self._unreported -= dropped
         self._written += len(batch)
         self._batches += 1

@@ -1,0 +1,112 @@
+"""The dataset sink the logger actor writes through, from one worker thread at a time.
+
+``write`` derives each row (``derive``: usage, stream assembly, redaction), builds the columns of
+the batch and appends it to the open Arrow IPC segment (complete on disk once this returns). A
+segment that rotation closed is compacted into Parquet on the sink's own compaction thread, so zstd
+(which releases the GIL) overlaps with the next writes. ``tick`` rotates a segment that aged while
+no record came. ``close`` waits for pending compactions and compacts the open segment.
+``recover`` compacts leftovers of a crash before the first write. Retention runs at start and then
+at most once a day.
+
+On a crash, every batch ``write`` returned from is in a segment; the next start's ``recover``
+turns it into Parquet.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from actorproxy.config import DatasetConfig
+from actorproxy.schema.records import Exchange
+from actorproxy.storage import compact, retention
+from actorproxy.storage.derive import Redactor, derive
+from actorproxy.storage.schema import to_record_batch
+from actorproxy.storage.segments import SegmentWriter
+
+log = logging.getLogger("actorproxy.dataset")
+
+DAY_S = 86_400.0
+
+
+class DatasetSink:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        replica: str,
+        redactor: Redactor | None,
+        config: DatasetConfig,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``config`` sets rotation and retention; its ``dir`` arrives resolved as ``directory``."""
+        self._dir = directory
+        self._replica = replica
+        self._redactor = redactor
+        self._retention_days = config.retention_days
+        self._clock = clock
+        self._last_purge = -DAY_S
+        self._compactor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compact")
+        self._pending: list[Future[list[Path]]] = []
+        self._segments = SegmentWriter(
+            directory,
+            replica=replica,
+            max_bytes=config.segment_max_bytes,
+            max_age_s=config.segment_max_age_s,
+        )
+
+    def recover(self) -> list[Path]:
+        """Compact leftover segments (a crash's) and apply retention; before the first write."""
+        parts = compact.recover(self._dir, self._replica)
+        if parts:
+            log.warning("recovered leftover segments", extra={"parquet_files": len(parts)})
+        self._purge_if_due(self._clock())
+        return parts
+
+    def write(self, records: list[Exchange], dropped: int) -> None:
+        rows = [derive(record, self._redactor) for record in records]
+        now = self._clock()
+        self._compact_later(self._segments.append(to_record_batch(rows, dropped=dropped), now))
+        self._purge_if_due(now)
+
+    def tick(self) -> None:
+        """Called when no record came for a while: rotate an aged segment, apply retention."""
+        now = self._clock()
+        self._compact_later(self._segments.rotate_if_due(now))
+        self._purge_if_due(now)
+
+    def close(self) -> None:
+        self._compact_later(self._segments.close())
+        self._compactor.shutdown(wait=True)
+        self._reap()
+
+    def _compact_later(self, segment: Path | None) -> None:
+        self._reap()
+        if segment is not None:
+            self._pending.append(
+                self._compactor.submit(compact.compact, segment, self._dir, replica=self._replica)
+            )
+
+    def _reap(self) -> None:
+        """Forget finished compactions; a failed one is logged and its segment left for recover."""
+        running = []
+        for job in self._pending:
+            if not job.done():
+                running.append(job)
+            elif (error := job.exception()) is not None:
+                log.error("compaction failed; the segment stays for recovery", exc_info=error)
+        self._pending = running
+
+    def _purge_if_due(self, now: float) -> None:
+        if self._retention_days is None or now - self._last_purge < DAY_S:
+            return
+        self._last_purge = now
+        today = dt.datetime.fromtimestamp(now, dt.UTC).date()
+        cutoff = retention.retention_cutoff(today, self._retention_days)
+        removed = retention.purge(self._dir, cutoff)
+        if removed:
+            log.info("retention removed partitions", extra={"partitions": len(removed)})

@@ -17,7 +17,7 @@ import msgspec
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from actorproxy import asgi, errors
+from actorproxy import asgi, errors, metrics
 from actorproxy.actors.logger import LoggerActor
 from actorproxy.actors.provider import ProviderActor
 from actorproxy.auth import Authenticator, Principal
@@ -65,6 +65,7 @@ class Gateway:
         self._actors = actors
         self._logger = logger
         self._created = created
+        self._metrics = metrics.registry(actors, logger)
         self.admin: asgi.App = cast(asgi.App, _admin_app())
 
     async def __call__(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
@@ -82,6 +83,9 @@ class Gateway:
                 await asgi.respond(send, 200, b'{"status":"ok"}', [])
             elif path == "/ready":
                 await self._ready(send)
+            elif path == "/metrics":
+                body = metrics.render(self._metrics)
+                await asgi.respond(send, 200, body, [], metrics.CONTENT_TYPE)
             else:
                 await self.admin(scope, receive, send)
         except Exception as exc:

@@ -121,3 +121,23 @@ async def test_sigkill_mid_load_then_recovery(tmp_path: Path) -> None:
     assert all(p.suffix == ".parquet" for p in files), files
     for part in files:
         assert pq.read_metadata(part).num_rows > 0  # every file complete and readable
+
+
+async def test_sigterm_lets_in_flight_requests_finish_then_compacts(tmp_path: Path) -> None:
+    config = tmp_path / "actorproxy.toml"
+    config.write_text(CONFIG.replace("latency_ms = 2", "latency_ms = 700"))
+    data = tmp_path / "data"
+    with trio.fail_after(60):
+        proxy = await start(config)
+        async with httpx.AsyncClient(timeout=10) as http, trio.open_nursery() as nursery:
+            nursery.start_soon(send, http, proxy, "in-flight")
+            await trio.sleep(0.3)  # the request is now waiting on the (slow) mock upstream
+            proxy.process.send_signal(signal.SIGTERM)
+            code = await proxy.process.wait()
+        assert proxy.process.stderr is not None
+        await proxy.process.stderr.aclose()
+    assert code == 0
+    table = ds.dataset(data, format="parquet", partitioning="hive").to_table()
+    assert table["request_id"].to_pylist() == ["in-flight"]
+    assert table["status_code"].to_pylist() == [200]
+    assert not list((data / "_segments").glob("*.arrows"))

@@ -45,43 +45,10 @@ class Sampling(msgspec.Struct, frozen=True):
     response_format: str | None = None
 
 
-class RequestRecord(msgspec.Struct):
-    """One row of the dataset. Times are seconds since the epoch (UTC); durations milliseconds."""
+class RequestFacts(msgspec.Struct, kw_only=True):
+    """What the hot path and the dataset row share: identity, routing, outcome and timings.
 
-    request_id: str
-    trace_id: str | None
-    ts_start: float
-    ts_end: float
-    replica: str
-    endpoint: str
-    api_key_id: str
-    model_requested: str | None
-    provider: str | None
-    upstream_model: str | None
-    stream: bool
-    status_code: int
-    error_type: str | None
-    finish_reason: str | None
-    latency_ms: float
-    upstream_ms: float | None
-    queue_ms: float | None
-    ttft_ms: float | None
-    chunk_offsets_ms: list[float]
-    usage: Usage
-    sampling: Sampling
-    request_body: str | None
-    response_body: str | None
-    redactions: int
-    attempts: list[Attempt]
-    schema_version: int = SCHEMA_VERSION
-
-
-class Exchange(msgspec.Struct):
-    """What the hot path captured of one request: raw bytes and timings, nothing decoded.
-
-    The logger actor's worker thread turns it into a ``RequestRecord`` (``storage.derive``): it
-    parses the sampling parameters, the usage and finish reason, assembles a streamed completion
-    and redacts the bodies, off the event loop.
+    Times are seconds since the epoch (UTC); durations milliseconds.
     """
 
     request_id: str
@@ -91,7 +58,6 @@ class Exchange(msgspec.Struct):
     replica: str
     endpoint: str
     api_key_id: str
-    log_bodies: bool
     model_requested: str | None
     provider: str | None
     upstream_model: str | None
@@ -102,8 +68,32 @@ class Exchange(msgspec.Struct):
     upstream_ms: float | None
     queue_ms: float | None
     ttft_ms: float | None
+    attempts: list[Attempt]
+
+
+class RequestRecord(RequestFacts, kw_only=True):
+    """One row of the dataset: the facts plus what ``storage.derive`` read from the bodies."""
+
+    finish_reason: str | None
+    chunk_offsets_ms: list[float]
+    usage: Usage
+    sampling: Sampling
+    request_body: str | None
+    response_body: str | None
+    redactions: int
+    schema_version: int = SCHEMA_VERSION
+
+
+class Exchange(RequestFacts, kw_only=True):
+    """What the hot path captured of one request: raw bytes and timings, nothing decoded.
+
+    The logger actor's worker thread turns it into a ``RequestRecord`` (``storage.derive``): it
+    parses the sampling parameters, the usage and finish reason, assembles a streamed completion
+    and redacts the bodies, off the event loop.
+    """
+
+    log_bodies: bool
     request_body: bytes
     response_body: bytes
     chunks: list[bytes]
     chunk_offsets_ms: list[float]
-    attempts: list[Attempt]

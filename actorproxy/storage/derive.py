@@ -14,7 +14,7 @@ from typing import Protocol
 import msgspec
 
 from actorproxy.adapters.sse import SSEDecoder
-from actorproxy.schema.records import Exchange, RequestRecord, Sampling, Usage
+from actorproxy.schema.records import Exchange, RequestFacts, RequestRecord, Sampling, Usage
 from actorproxy.storage import assemble
 
 
@@ -54,32 +54,16 @@ def derive(exchange: Exchange, redactor: Redactor | None) -> RequestRecord:
         view = _decode_response(response) if ok else None
     usage = _usage(exchange, view, ok)
     request_text, response_text, redactions = _bodies(exchange, response, redactor)
+    facts = {name: getattr(exchange, name) for name in RequestFacts.__struct_fields__}
     return RequestRecord(
-        request_id=exchange.request_id,
-        trace_id=exchange.trace_id,
-        ts_start=exchange.ts_start,
-        ts_end=exchange.ts_end,
-        replica=exchange.replica,
-        endpoint=exchange.endpoint,
-        api_key_id=exchange.api_key_id,
-        model_requested=exchange.model_requested,
-        provider=exchange.provider,
-        upstream_model=exchange.upstream_model,
-        stream=exchange.stream,
-        status_code=exchange.status_code,
-        error_type=exchange.error_type,
+        **facts,
         finish_reason=assemble.finish_reason(view),
-        latency_ms=exchange.latency_ms,
-        upstream_ms=exchange.upstream_ms,
-        queue_ms=exchange.queue_ms,
-        ttft_ms=exchange.ttft_ms,
         chunk_offsets_ms=offsets,
         usage=usage,
         sampling=sampling(exchange.request_body),
         request_body=request_text,
         response_body=response_text,
         redactions=redactions,
-        attempts=exchange.attempts,
     )
 
 

@@ -1,4 +1,4 @@
-"""Load generators for :mod:`bench.overhead`: ``wrk`` when installed, else a raw HTTP/1.1 trio client.
+"""Load for :mod:`bench.overhead`: ``wrk`` when installed, else a raw HTTP/1.1 trio client.
 
 Both POST the same chat completion body over ``connections`` keep-alive connections for
 ``seconds`` and return a :class:`LoadResult`. Each runs as its own process (pinned to a CPU with
@@ -29,11 +29,11 @@ import msgspec
 import trio
 
 PATH = "/v1/chat/completions"
-_WORDS = (
+_PROSE = (
     "the proxy forwards each request to a provider actor which owns its pool and breaker while "
     "the logger writes every record to arrow segments compacted into parquet for research on "
     "latency tokens retries streams budgets and errors across models and keys"
-).split()
+)
 _WRK_MARK = "WRK-RESULT "
 # wrk's done() hook: exact percentiles in microseconds, no unit parsing of the text report.
 _WRK_DONE = """
@@ -80,11 +80,12 @@ _wrk_decoder = msgspec.json.Decoder(_WrkSummary)
 
 
 def chat_body(size: int = 2048, seed: int = 7) -> bytes:
-    """A chat completion request for alias ``mock`` whose user message is ``size`` bytes of prose."""
+    """A chat request for alias ``mock`` whose user message is ``size`` bytes of prose."""
     rng = random.Random(seed)
+    vocabulary = _PROSE.split()
     words: list[str] = []
     while sum(len(word) + 1 for word in words) < size:
-        words.append(rng.choice(_WORDS))
+        words.append(rng.choice(vocabulary))
     content = " ".join(words)[:size]
     return msgspec.json.encode(
         {"model": "mock", "messages": [{"role": "user", "content": content}]}
@@ -110,7 +111,9 @@ def run_wrk(
             *("wrk", "--latency", "-t1", f"-c{connections}", f"-d{max(round(seconds), 1)}s"),
             *("--timeout", "10s", "-s", str(script), url + PATH),
         ]
-        output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        output = subprocess.run(
+            command, capture_output=True, text=True, check=True, timeout=seconds + 30
+        ).stdout
     line = next(line for line in output.splitlines() if line.startswith(_WRK_MARK))
     return _from_wrk(_wrk_decoder.decode(line.removeprefix(_WRK_MARK)))
 
@@ -147,7 +150,7 @@ def run_builtin(
         *(sys.executable, "-m", "bench.loadgen", "--url", url, "--seconds", str(seconds)),
         *("--connections", str(connections), "--body-bytes", str(body_bytes)),
     ]
-    output = subprocess.run(command, capture_output=True, check=True).stdout
+    output = subprocess.run(command, capture_output=True, check=True, timeout=seconds + 30).stdout
     return _result_decoder.decode(output)
 
 

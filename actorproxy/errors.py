@@ -22,11 +22,13 @@ Map (class -> HTTP status, OpenAI ``type``, default ``code``):
     └── UpstreamHTTPError      <upstream status>, the upstream's own error object
 
 Low-level exceptions (h11, trio sockets, httpx) are translated into this tree at one boundary,
-``actorproxy.net``. Handlers never branch on an exception's message text: they branch on the class
-and on ``retryable``.
+``actorproxy.net``; msgspec validation errors by ``invalid_body``. Handlers never branch on an
+exception's message text: they branch on the class and on ``retryable``.
 """
 
 from __future__ import annotations
+
+import re
 
 import msgspec
 
@@ -40,15 +42,6 @@ class ErrorBody(msgspec.Struct, omit_defaults=False):
 
 class ErrorEnvelope(msgspec.Struct):
     error: ErrorBody
-
-
-class AnthropicErrorBody(msgspec.Struct):
-    type: str
-    message: str
-
-
-class AnthropicErrorEnvelope(msgspec.Struct, tag="error", tag_field="type"):
-    error: AnthropicErrorBody
 
 
 _encoder = msgspec.json.Encoder()
@@ -195,22 +188,26 @@ def render(error: ProxyError) -> bytes:
     return _encoder.encode(ErrorEnvelope(error=error.body()))
 
 
-def render_anthropic(error: ProxyError) -> bytes:
-    """The Anthropic error body for ``error`` (used on ``/v1/messages``)."""
-    kind = _ANTHROPIC_TYPES.get(error.status, "api_error")
-    return _encoder.encode(AnthropicErrorEnvelope(AnthropicErrorBody(kind, error.message)))
+_AT = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?P<path>.*)`)?$", re.DOTALL)
+_MISSING = re.compile(r"^Object missing required field `(?P<field>.+)`$", re.DOTALL)
 
 
-_ANTHROPIC_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    503: "overloaded_error",
-    529: "overloaded_error",
-}
+def invalid_body(error: msgspec.ValidationError) -> InvalidRequest:
+    """The OpenAI-style 400 for a msgspec validation error; ``$.a[0].b`` becomes ``a[0].b``.
+
+    msgspec gives the failing path only inside its message, so this is the one place that reads
+    that text.
+    """
+    match = _AT.match(str(error))
+    reason, path = (match["reason"], match["path"] or "") if match else (str(error), "")
+    missing = _MISSING.match(reason)
+    if missing:
+        field = f"{path}.{missing['field']}".lstrip(".")
+        message = f"Missing required parameter: '{field}'."
+        return InvalidRequest(message, param=field, code="missing_required_parameter")
+    param = path.lstrip(".") or None
+    where = f"'{param}'" if param else "the request body"
+    return InvalidRequest(f"{reason} for {where}.", param=param, code="invalid_value")
 
 
 def internal(exc: BaseException) -> ProxyError:

@@ -266,19 +266,11 @@ def _decode_view(body: bytes) -> views.RouteView:
     try:
         return views.route_view.decode(body)
     except msgspec.ValidationError as exc:
-        raise errors.InvalidRequest(f"Invalid request body: {exc}", param=_param(exc)) from None
+        raise errors.invalid_body(exc) from None
     except msgspec.DecodeError:
         raise errors.InvalidRequest(
             "We could not parse the JSON body of your request. The body must be a JSON object."
         ) from None
-
-
-def _param(exc: msgspec.ValidationError) -> str | None:
-    text = str(exc)
-    marker = " - at `$."
-    if marker in text:
-        return text.rsplit(marker, 1)[1].rstrip("`")
-    return "model" if "`model`" in text else None
 
 
 def _for_target(exchange: Exchange, target: Target) -> Exchange:

@@ -17,7 +17,6 @@ a plain cancel (crash of the process' root) loses at most the batch being collec
 from __future__ import annotations
 
 import logging
-from collections import deque
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -85,7 +84,6 @@ class LoggerActor:
         self._stopped = trio.Event()
         self._idle_tick_s = idle_tick_s
         self._pending_bytes = 0
-        self.recent: deque[Exchange] = deque(maxlen=100)
 
     async def submit(self, record: Exchange) -> None:
         """Queue ``record``: waits when full in ``block`` mode, drops and counts in ``drop``."""
@@ -140,7 +138,6 @@ class LoggerActor:
         self._pending.append(record)
         self._pending_bytes += len(record.request_body) + len(record.response_body)
         self._pending_bytes += sum(map(len, record.chunks))
-        self.recent.append(record)
 
     async def _flush(self) -> None:
         if not self._pending:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 import struct
 from dataclasses import dataclass
 from typing import TypeVar
@@ -28,8 +27,6 @@ UNSET_OR_NONE = (msgspec.UNSET, None)
 # msgspec reports where a value failed only inside its message ("... - at `$.messages[0]`"), so
 # this is the one place that reads an exception's text: to recover the path and the name of a
 # missing field, which together make OpenAI's ``param``.
-_AT = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?P<path>.*)`)?$", re.DOTALL)
-_MISSING = re.compile(r"^Object missing required field `(?P<field>.+)`$", re.DOTALL)
 _NOT_JSON = (
     "We could not parse the JSON body of your request. The API expects a JSON payload, "
     "but what was sent was not valid JSON."
@@ -49,29 +46,9 @@ def decode(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
     try:
         return decoder.decode(body)
     except msgspec.ValidationError as error:
-        raise invalid(error) from None
+        raise errors.invalid_body(error) from None
     except msgspec.DecodeError:
         raise errors.InvalidRequest(_NOT_JSON) from None
-
-
-def invalid(error: msgspec.ValidationError) -> errors.InvalidRequest:
-    """The OpenAI-style 400 for a msgspec validation error; ``$.a[0].b`` becomes ``a[0].b``."""
-    reason, path = _split(str(error))
-    missing = _MISSING.match(reason)
-    if missing:
-        field = f"{path}.{missing['field']}".lstrip(".")
-        message = f"Missing required parameter: '{field}'."
-        return errors.InvalidRequest(message, param=field, code="missing_required_parameter")
-    param = path.lstrip(".") or None
-    where = f"'{param}'" if param else "the request body"
-    return errors.InvalidRequest(f"{reason} for {where}.", param=param, code="invalid_value")
-
-
-def _split(text: str) -> tuple[str, str]:
-    match = _AT.match(text)
-    if match is None:
-        return text, ""
-    return match["reason"], match["path"] or ""
 
 
 def check_range(param: str, value: object, low: int, high: int | None) -> None:

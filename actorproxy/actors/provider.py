@@ -25,7 +25,7 @@ import trio
 
 from actorproxy import errors
 from actorproxy.actors.breaker import Breaker, BreakerStats
-from actorproxy.adapters.base import Adapter, Exchange
+from actorproxy.adapters.base import Adapter, Exchange, StreamTranslator
 from actorproxy.config import ProviderConfig
 from actorproxy.net.base import Headers, Upstream, UpstreamResponse, read_all
 
@@ -187,12 +187,13 @@ class ProviderActor:
                 body = await read_all(response)
                 raise self._adapter.decode_error(response.status, response.headers, body)
             headers = [(PASSED_HEADERS[k], v) for k, v in response.headers if k in PASSED_HEADERS]
-            if not call.exchange.stream:
-                body = await read_all(response)
+            exchange = call.exchange
+            if not exchange.stream:
+                body = self._adapter.decode_response(exchange, await read_all(response))
                 await call.reply.send(Head(response.status, headers, body, self._since(started)))
             else:
                 await call.reply.send(Head(response.status, headers, None, self._since(started)))
-                await _pump(response, call.reply)
+                await _pump(response, call.reply, self._adapter.open_stream(exchange))
                 await response.aclose()  # back to the pool before the handler hears of the end
                 await call.reply.send(Done(self._since(started)))
         finally:
@@ -238,10 +239,21 @@ class _Slot:
     __slots__ = ()
 
 
-async def _pump(response: UpstreamResponse, reply: trio.MemorySendChannel[Reply]) -> None:
+async def _pump(
+    response: UpstreamResponse,
+    reply: trio.MemorySendChannel[Reply],
+    translator: StreamTranslator | None,
+) -> None:
     """Forward body chunks as they arrive; a closed reply channel abandons the upstream."""
+    if translator is None:
+        while chunk := await response.receive_some():
+            await reply.send(chunk)
+        return
     while chunk := await response.receive_some():
-        await reply.send(chunk)
+        if frames := translator.feed(chunk):
+            await reply.send(frames)
+    if frames := translator.end():
+        await reply.send(frames)
 
 
 async def _send_quietly(reply: trio.MemorySendChannel[Reply], item: Reply) -> None:

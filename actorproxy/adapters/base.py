@@ -3,6 +3,22 @@
 An adapter is a sans-IO translator between the OpenAI shape the proxy speaks and one upstream's
 wire format. It never does I/O and never reads globals or the environment: what it needs (base
 path, key, api version, capabilities) arrives through its constructor.
+
+The provider actor drives it like this:
+
+1. ``encode_request(exchange)`` -> the upstream request (``errors.CannotExpress`` -> 400).
+2. Upstream status >= 400: ``decode_error(status, headers, body)`` -> the ``ProxyError`` to raise.
+3. Not streaming: ``decode_response(exchange, body)`` -> the OpenAI JSON body for the client.
+4. Streaming: ``open_stream(exchange)`` -> ``None`` when the upstream already speaks OpenAI's
+   event stream (the bytes are passed through as they arrive, the fast path), else a
+   ``StreamTranslator``: each upstream piece goes through ``feed()`` and the bytes it returns
+   (OpenAI ``data: ...`` frames, possibly empty) go to the client; at the end of the upstream body
+   ``end()`` returns the last frames, ending with ``data: [DONE]``. A translator raises a
+   ``ProxyError`` for an error event or an unparseable stream; the handler turns it into an error
+   frame, since the response has already started.
+
+Translators raise ``errors.CannotUnderstand`` (502) for bytes they cannot parse, never a bare
+``msgspec`` or ``KeyError``.
 """
 
 from __future__ import annotations
@@ -29,9 +45,27 @@ class Exchange:
     headers: Headers
 
 
+class StreamTranslator(Protocol):
+    def feed(self, data: bytes) -> bytes:
+        """OpenAI event-stream bytes for the upstream bytes ``data`` (split anywhere)."""
+        ...
+
+    def end(self) -> bytes:
+        """The last OpenAI frames once the upstream body is complete, ending with ``[DONE]``."""
+        ...
+
+
 class Adapter(Protocol):
     def encode_request(self, exchange: Exchange) -> UpstreamRequest:
         """The upstream request for ``exchange``; ``errors.CannotExpress`` if there is none."""
+        ...
+
+    def decode_response(self, exchange: Exchange, body: bytes) -> bytes:
+        """The OpenAI response body for the upstream's successful, non-streamed ``body``."""
+        ...
+
+    def open_stream(self, exchange: Exchange) -> StreamTranslator | None:
+        """A translator for the upstream's event stream, or ``None`` to pass it through."""
         ...
 
     def decode_error(self, status: int, headers: Headers, body: bytes) -> errors.ProxyError:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import msgspec
 
 from actorproxy import errors
-from actorproxy.adapters.base import Endpoint, Exchange
+from actorproxy.adapters.base import Endpoint, Exchange, StreamTranslator
 from actorproxy.net.base import Headers, UpstreamRequest
 
 PATHS: dict[Endpoint, str] = {
@@ -44,6 +44,14 @@ class OpenAIAdapter:
         headers = [*self._headers, (b"x-request-id", exchange.request_id.encode())]
         headers.extend(h for h in exchange.headers if h[0] in FORWARDED_REQUEST_HEADERS)
         return UpstreamRequest(b"POST", PATHS[exchange.endpoint], headers, body)
+
+    def decode_response(self, exchange: Exchange, body: bytes) -> bytes:
+        del exchange
+        return body
+
+    def open_stream(self, exchange: Exchange) -> StreamTranslator | None:
+        del exchange
+        return None
 
     def decode_error(self, status: int, headers: Headers, body: bytes) -> errors.ProxyError:
         return decode_openai_error(status, headers, body)

@@ -230,6 +230,9 @@ async def _relay_stream(
             await send({"type": "http.response.body", "body": item, "more_body": True})
         elif isinstance(item, Done):
             flight.upstream_s = item.upstream_s
+            if item.withheld:
+                chunks.append(item.withheld)
+                offsets.append((trio.current_time() - started) * 1000)
             flight.finished = True
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return

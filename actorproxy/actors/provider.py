@@ -50,6 +50,7 @@ class Head:
 @dataclass(frozen=True, slots=True)
 class Done:
     upstream_s: float
+    withheld: bytes = b""  # frames for the record, not for the client (see StreamTranslator)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,9 +194,11 @@ class ProviderActor:
                 await call.reply.send(Head(response.status, headers, body, self._since(started)))
             else:
                 await call.reply.send(Head(response.status, headers, None, self._since(started)))
-                await _pump(response, call.reply, self._adapter.open_stream(exchange))
+                translator = self._adapter.open_stream(exchange)
+                await _pump(response, call.reply, translator)
                 await response.aclose()  # back to the pool before the handler hears of the end
-                await call.reply.send(Done(self._since(started)))
+                withheld = translator.withheld() if translator is not None else b""
+                await call.reply.send(Done(self._since(started), withheld))
         finally:
             await response.aclose()
         self._breaker.success()

@@ -54,6 +54,14 @@ class StreamTranslator(Protocol):
         """The last OpenAI frames once the upstream body is complete, ending with ``[DONE]``."""
         ...
 
+    def withheld(self) -> bytes:
+        """Frames kept from the client but part of the record, asked for after ``end()``.
+
+        A usage chunk the proxy asked the upstream for (``stream_options``) although the client
+        did not goes here: the dataset gets the real usage, the client the stream it asked for.
+        """
+        ...
+
 
 class Adapter(Protocol):
     def encode_request(self, exchange: Exchange) -> UpstreamRequest:

@@ -9,6 +9,7 @@ request's nursery, which cancels the actor's upstream call.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -125,7 +126,14 @@ class ProxyHandler:
             )
         headers = [h for h in scope["headers"] if h[0] in FORWARDED]
         exchange = Exchange(
-            flight.endpoint, body, view.model, view.model, flight.stream, flight.request_id, headers
+            flight.endpoint,
+            body,
+            view.model,
+            view.model,
+            flight.stream,
+            flight.request_id,
+            headers,
+            int(flight.wall_start),
         )
         return exchange, route
 
@@ -279,15 +287,7 @@ def _decode_view(body: bytes) -> views.RouteView:
 def _for_target(exchange: Exchange, target: Target) -> Exchange:
     if target.model == exchange.upstream_model:
         return exchange
-    return Exchange(
-        exchange.endpoint,
-        exchange.body,
-        exchange.model,
-        target.model,
-        exchange.stream,
-        exchange.request_id,
-        exchange.headers,
-    )
+    return dataclasses.replace(exchange, upstream_model=target.model)
 
 
 def _trace_id(scope: asgi.Scope) -> str:

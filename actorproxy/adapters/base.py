@@ -43,6 +43,7 @@ class Exchange:
     stream: bool
     request_id: str
     headers: Headers
+    created: int = 0  # when the proxy received the request (Unix seconds), for ``created`` fields
 
 
 class StreamTranslator(Protocol):

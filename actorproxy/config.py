@@ -55,11 +55,46 @@ class MockConfig(_Base, frozen=True):
     embedding_dims: int = 16
 
 
+class AnthropicConfig(_Base, frozen=True):
+    """Options of a ``kind = "anthropic"`` provider (see docs/providers/anthropic.md)."""
+
+    version: str = "2023-06-01"
+    default_max_tokens: int = 4096
+    unsupported: Literal["drop", "reject"] = "drop"
+    beta: list[str] = []
+
+
+class AzureConfig(_Base, frozen=True):
+    """Options of a ``kind = "azure"`` provider (see docs/providers/azure.md)."""
+
+    api_version: str = "2024-10-21"
+    style: Literal["deployments", "v1"] = "deployments"
+    deployments: dict[str, str] = {}
+    empty_choices: Literal["drop", "pass"] = "drop"
+
+
+class OllamaConfig(_Base, frozen=True):
+    """Options of a ``kind = "ollama"`` provider (see docs/providers/ollama.md)."""
+
+    keep_alive: str | None = None
+    repair_tool_calls: bool = False
+
+
+#: Where each kind lives when ``base_url`` is not given.
+DEFAULT_BASE_URLS: dict[str, str] = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com",
+    "ollama": "http://127.0.0.1:11434",
+}
+
+
 class ProviderConfig(_Base, frozen=True):
     name: str
     kind: ProviderKind
     base_url: str | None = None
     api_key_env: str | None = None
+    stream_usage: bool = False
+    list_models: bool = False
     max_concurrency: int = 64
     max_queue: int = 1024
     connect_timeout_s: float = 10.0
@@ -69,6 +104,14 @@ class ProviderConfig(_Base, frozen=True):
     breaker_failures: int = 5
     breaker_cooldown_s: float = 30.0
     mock: MockConfig = MockConfig()
+    anthropic: AnthropicConfig = AnthropicConfig()
+    azure: AzureConfig = AzureConfig()
+    ollama: OllamaConfig = OllamaConfig()
+
+    @property
+    def url(self) -> str:
+        """``base_url``, else the kind's public default (``check`` refuses a kind without one)."""
+        return self.base_url or DEFAULT_BASE_URLS.get(self.kind, "")
 
 
 class ModelConfig(_Base, frozen=True):
@@ -164,8 +207,17 @@ def check(config: Config) -> None:
 
 def _check_provider(where: str, index: int, provider: ProviderConfig) -> None:
     key = f"{where}: providers[{index}]"
-    if provider.kind != "mock" and not provider.base_url:
+    if provider.kind != "mock" and not provider.url:
         raise ConfigError(f"{key}.base_url: required for kind {provider.kind!r}")
+    defaults = {
+        "anthropic": AnthropicConfig(),
+        "azure": AzureConfig(),
+        "ollama": OllamaConfig(),
+        "mock": MockConfig(),
+    }
+    for kind, default in defaults.items():
+        if kind != provider.kind and getattr(provider, kind) != default:
+            raise ConfigError(f"{key}.{kind}: only for kind {kind!r}, not {provider.kind!r}")
     if provider.base_url and not provider.base_url.startswith(("http://", "https://")):
         raise ConfigError(f"{key}.base_url: must start with http:// or https://")
     if provider.max_concurrency < 1:

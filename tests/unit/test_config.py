@@ -189,7 +189,7 @@ def test_mock_provider_needs_no_base_url(tmp_path: Path) -> None:
 
 def test_check_names_the_source_of_an_in_memory_config() -> None:
     config = cfg.Config(
-        providers=[cfg.ProviderConfig(name="o", kind="openai")], source="from-the-cli"
+        providers=[cfg.ProviderConfig(name="o", kind="azure")], source="from-the-cli"
     )
     with pytest.raises(cfg.ConfigError, match=r"^from-the-cli: providers\[0\]\.base_url"):
         cfg.check(config)
@@ -206,3 +206,26 @@ def test_config_is_frozen() -> None:
 )
 def test_is_loopback(host: str, loopback: bool) -> None:
     assert cfg.is_loopback(host) is loopback
+
+
+def test_public_kinds_default_their_base_url(tmp_path: Path) -> None:
+    config = cfg.load(write(tmp_path, '[[providers]]\nname = "o"\nkind = "openai"\n'))
+    assert config.providers[0].url == "https://api.openai.com/v1"
+
+
+def test_a_kind_table_belongs_to_its_kind(tmp_path: Path) -> None:
+    text = '[[providers]]\nname = "o"\nkind = "openai"\n[providers.anthropic]\nversion = "x"\n'
+    assert "providers[0].anthropic: only for kind 'anthropic'" in load_error(tmp_path, text)
+
+
+def test_kind_options_decode(tmp_path: Path) -> None:
+    text = (
+        '[[providers]]\nname = "az"\nkind = "azure"\nbase_url = "https://r.openai.azure.com"\n'
+        '[providers.azure]\nstyle = "v1"\ndeployments = { "gpt-4o" = "prod-4o" }\n'
+    )
+    azure = cfg.load(write(tmp_path, text)).providers[0].azure
+    assert (azure.style, azure.deployments, azure.empty_choices) == (
+        "v1",
+        {"gpt-4o": "prod-4o"},
+        "drop",
+    )

@@ -145,7 +145,7 @@ def test_missing_required_key_names_it(tmp_path: Path) -> None:
         (MOCK_PROVIDER + MOCK_PROVIDER, "providers: the name 'mock' is used twice"),
         ('[[providers]]\nname = "a/b"\nkind = "mock"\n', "without '/'"),
         ('[[providers]]\nname = ""\nkind = "mock"\n', "must be non-empty"),
-        ('[[providers]]\nname = "o"\nkind = "openai"\n', "providers[0].base_url: required"),
+        ('[[providers]]\nname = "o"\nkind = "azure"\n', "providers[0].base_url: required"),
         (
             '[[providers]]\nname = "o"\nkind = "openai"\nbase_url = "api.openai.com"\n',
             "providers[0].base_url: must start with http:// or https://",

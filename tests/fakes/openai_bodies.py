@@ -18,6 +18,10 @@ What tests may assert on ("words" means ``len(text.split())``; a token-id array 
   choice ``p * n + j`` says ``"echo: " + prompt p`` (token ids joined by spaces). ``max_tokens``
   truncates as for chat (the real API's default of 16 is not applied). Streams like chat, with
   ``text`` pieces and a last ``text: ""`` chunk per choice carrying the finish_reason.
+- Tools: when the request offers ``tools``, its last message is the user's and says "weather",
+  the reply calls the first offered tool (id ``call_{seq}_0``) with arguments
+  ``{"query": <that message>}`` and ``finish_reason: "tool_calls"``; streamed, the arguments
+  arrive in two fragments. Tool messages must answer the calls of the assistant turn just before.
 - Embeddings: `DIMENSIONS` (or ``dimensions``) values per input, see `embedding_vector`;
   ``prompt_tokens`` = ``total_tokens`` = words over all inputs.
 """
@@ -136,6 +140,8 @@ def _chat(request: dict[str, Any], models: Collection[str], seq: int) -> Reply:
     usage = _chat_usage(sum(_words(_text(m.get("content"))) for m in messages), n * _words(text))
     base = {"id": f"chatcmpl-{seq}", "created": CREATED, "model": request["model"]}
     base |= {"system_fingerprint": FINGERPRINT, "service_tier": "default"}
+    if (call := _tool_call(request, seq)) is not None:
+        return _tool_reply(request, base, call, usage)
     if request.get("stream"):
         first = {"role": "assistant", "content": "", "refusal": None}
         deltas = [first, *({"content": piece} for piece in _pieces(text))]
@@ -152,6 +158,39 @@ def _chat(request: dict[str, Any], models: Collection[str], seq: int) -> Reply:
     choice = {"message": message, "logprobs": None, "finish_reason": finish}
     choices = [{"index": i} | choice for i in range(n)]
     completion = base | {"object": "chat.completion", "choices": choices, "usage": usage}
+    return JsonReply(200, _encoder.encode(completion))
+
+
+def _tool_call(request: dict[str, Any], seq: int) -> dict[str, Any] | None:
+    tools, last = request.get("tools"), request["messages"][-1]
+    if not tools or last["role"] != "user" or "weather" not in _text(last["content"]).lower():
+        return None
+    arguments = _encoder.encode({"query": _text(last["content"])}).decode()
+    function = {"name": tools[0]["function"]["name"], "arguments": arguments}
+    return {"id": f"call_{seq}_0", "type": "function", "function": function}
+
+
+def _tool_reply(
+    request: dict[str, Any], base: dict[str, Any], call: dict[str, Any], usage: dict[str, Any]
+) -> Reply:
+    if request.get("stream"):
+        arguments = call["function"]["arguments"]
+        half = len(arguments) // 2
+        opening = {"index": 0, **call, "function": {"name": call["function"]["name"]}}
+        opening["function"]["arguments"] = ""
+        deltas: list[dict[str, Any]] = [
+            {"role": "assistant", "content": None, "refusal": None},
+            {"tool_calls": [opening]},
+            {"tool_calls": [{"index": 0, "function": {"arguments": arguments[:half]}}]},
+            {"tool_calls": [{"index": 0, "function": {"arguments": arguments[half:]}}]},
+        ]
+        steps = [[_chat_delta(0, delta, None)] for delta in deltas]
+        steps.append([_chat_delta(0, {}, "tool_calls")])
+        chunk = base | {"object": "chat.completion.chunk"}
+        return _stream(chunk, steps, usage, _include_usage(request))
+    message = {"role": "assistant", "content": None, "refusal": None, "tool_calls": [call]}
+    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls"}
+    completion = base | {"object": "chat.completion", "choices": [choice], "usage": usage}
     return JsonReply(200, _encoder.encode(completion))
 
 

@@ -121,8 +121,36 @@ def check_chat(request: Mapping[str, Any]) -> None:
         )
     for index, message in enumerate(messages):
         _check_message(f"messages[{index}]", message)
+    _check_tool_turns(messages)
     check_type(request, "max_completion_tokens", "integer")
     _check_sampling(request)
+
+
+def _check_tool_turns(messages: list[Any]) -> None:
+    """Tool messages answer the calls of the assistant turn right before them, every one of them."""
+    pending: set[str] = set()
+    for index, message in enumerate(messages):
+        role = message["role"]
+        if role == "tool":
+            if message.get("tool_call_id") not in pending:
+                raise ApiError(
+                    400,
+                    "Invalid parameter: messages with role 'tool' must be a response to a "
+                    "preceeding message with 'tool_calls'.",
+                    param=f"messages.[{index}].role",
+                )
+            pending.discard(message["tool_call_id"])
+            continue
+        if pending:
+            raise ApiError(
+                400,
+                "An assistant message with 'tool_calls' must be followed by tool messages "
+                "responding to each 'tool_call_id'. The following tool_call_ids did not have "
+                f"response messages: {', '.join(sorted(pending))}",
+                param=f"messages.[{index}].role",
+            )
+        if role == "assistant":
+            pending = {call.get("id") for call in message.get("tool_calls") or []}
 
 
 def check_completion(request: Mapping[str, Any]) -> None:

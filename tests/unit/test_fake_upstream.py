@@ -364,3 +364,58 @@ async def test_sdk_raises_typed_errors(fake: FakeOpenAI, sdk: openai.AsyncOpenAI
             await sdk.embeddings.create(model="gpt-9", input="a")
     assert bad.value.param == "temperature"
     assert missing.value.code == "model_not_found"
+
+
+WEATHER_TOOL: Any = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"query": {"type": "string"}}},
+    },
+}
+
+
+async def test_tool_call_round_trip(sdk: openai.AsyncOpenAI) -> None:
+    question: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": "What is the weather in Paris?"}
+    ]
+    first = await sdk.chat.completions.create(
+        model="gpt-4o-mini", messages=question, tools=[WEATHER_TOOL]
+    )
+    call = first.choices[0].message.tool_calls[0]  # type: ignore[index]
+    assert first.choices[0].finish_reason == "tool_calls"
+    assert call.function.name == "get_weather"  # type: ignore[union-attr]
+    assert call.function.arguments == '{"query":"What is the weather in Paris?"}'  # type: ignore[union-attr]
+    spec.validate("CreateChatCompletionResponse", first.model_dump(mode="json", exclude_unset=True))
+    answered: list[ChatCompletionMessageParam] = [
+        *question,
+        first.choices[0].message.model_dump(exclude_unset=True),  # type: ignore[list-item]
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
+    ]
+    final = await sdk.chat.completions.create(
+        model="gpt-4o-mini", messages=answered, tools=[WEATHER_TOOL]
+    )
+    assert final.choices[0].finish_reason == "stop"
+
+
+async def test_streamed_tool_call_and_tool_turn_checks(sdk: openai.AsyncOpenAI) -> None:
+    stream = await sdk.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "weather?"}],
+        tools=[WEATHER_TOOL],
+        stream=True,
+    )
+    fragments = [
+        chunk.choices[0].delta.tool_calls[0].function.arguments  # type: ignore[union-attr]
+        async for chunk in stream
+        if chunk.choices and chunk.choices[0].delta.tool_calls
+    ]
+    assert "".join(f or "" for f in fragments) == '{"query":"weather?"}'
+    with pytest.raises(openai.BadRequestError, match="must be a response to a preceeding"):
+        await sdk.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[
+                {"role": "user", "content": "hi"},
+                {"role": "tool", "tool_call_id": "call_x", "content": "sunny"},
+            ],
+        )

@@ -3,6 +3,11 @@
 The body goes out as the client sent it. Only when the upstream model differs from the requested
 one is the top-level ``model`` replaced; the other top-level values are kept as raw bytes
 (``msgspec.Raw``), so unknown and nested fields pass through untouched.
+
+With ``stream_usage=True`` (the upstream understands ``stream_options``) a streamed chat or
+legacy completion whose client did not ask for ``stream_options.include_usage`` gets it anyway,
+so the dataset records the upstream's own token counts; the usage chunk is then withheld from
+the client by an `sse_filter.StreamFilter`. Every other stream passes through untouched.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import msgspec
 
 from actorproxy import errors
 from actorproxy.adapters.base import Endpoint, Exchange, StreamTranslator
+from actorproxy.adapters.sse_filter import StreamFilter
 from actorproxy.net.base import Headers, UpstreamRequest
 
 PATHS: dict[Endpoint, str] = {
@@ -20,41 +26,127 @@ PATHS: dict[Endpoint, str] = {
 }
 FORWARDED_REQUEST_HEADERS = frozenset({b"traceparent", b"tracestate", b"openai-beta"})
 KEPT_ERROR_HEADERS = frozenset({b"retry-after", b"retry-after-ms"})
+STREAMING_ENDPOINTS: frozenset[Endpoint] = frozenset({"chat", "completions"})
+
+_TRUE = msgspec.Raw(b"true")
+
+
+_NULL = msgspec.Raw(b"null")
+
+
+class _StreamOptionsView(msgspec.Struct):
+    stream_options: msgspec.Raw = _NULL  # a Raw field takes any JSON value, null included
+
+
+class _ModelItem(msgspec.Struct):
+    id: str
+
+
+class _ModelList(msgspec.Struct):
+    data: list[_ModelItem]
+
 
 _raw_object = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_stream_options_view = msgspec.json.Decoder(_StreamOptionsView)
+_model_list = msgspec.json.Decoder(_ModelList)
 _error_envelope = msgspec.json.Decoder(errors.ErrorEnvelope)
 _encoder = msgspec.json.Encoder()
 
 
 class OpenAIAdapter:
-    """Pass-through to an upstream that speaks OpenAI's API."""
+    """Pass-through to an upstream that speaks OpenAI's API; stateless, safe to share.
 
-    def __init__(self, *, api_key: str | None, headers: dict[str, str] | None = None) -> None:
+    It does no I/O, so a cancelled call leaves nothing behind in it.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None,
+        headers: dict[str, str] | None = None,
+        stream_usage: bool = False,
+    ) -> None:
         fixed: Headers = [(b"content-type", b"application/json"), (b"accept", b"*/*")]
         if api_key:
             fixed.append((b"authorization", b"Bearer " + api_key.encode()))
         for name, value in (headers or {}).items():
             fixed.append((name.lower().encode(), value.encode()))
         self._headers = fixed
+        self._stream_usage = stream_usage
 
     def encode_request(self, exchange: Exchange) -> UpstreamRequest:
-        body = exchange.body
-        if exchange.upstream_model != exchange.model:
-            body = replace_model(body, exchange.upstream_model)
-        headers = [*self._headers, (b"x-request-id", exchange.request_id.encode())]
-        headers.extend(h for h in exchange.headers if h[0] in FORWARDED_REQUEST_HEADERS)
-        return UpstreamRequest(b"POST", PATHS[exchange.endpoint], headers, body)
+        inject = self._stream_usage and injects_usage(exchange)
+        body = rewrite(exchange, exchange.upstream_model, include_usage=inject)
+        return UpstreamRequest(
+            b"POST", PATHS[exchange.endpoint], request_headers(self._headers, exchange), body
+        )
 
     def decode_response(self, exchange: Exchange, body: bytes) -> bytes:
         del exchange
         return body
 
     def open_stream(self, exchange: Exchange) -> StreamTranslator | None:
-        del exchange
+        """``None`` (bytes pass through) unless usage was injected: then a filter withholds it."""
+        if self._stream_usage and injects_usage(exchange):
+            return StreamFilter(withhold_usage=True)
         return None
 
     def decode_error(self, status: int, headers: Headers, body: bytes) -> errors.ProxyError:
         return decode_openai_error(status, headers, body)
+
+    def models_request(self) -> UpstreamRequest:
+        """``GET /models``, with the upstream's key."""
+        return UpstreamRequest(b"GET", "/models", self._headers[1:], b"")
+
+    def decode_models(self, body: bytes) -> list[str]:
+        """The model ids of an OpenAI list (``{"object": "list", "data": [{"id": ...}]}``)."""
+        return decode_model_ids(body)
+
+
+def request_headers(fixed: Headers, exchange: Exchange) -> Headers:
+    """``fixed``, the proxy's request id, and the client's tracing headers."""
+    headers = [*fixed, (b"x-request-id", exchange.request_id.encode())]
+    headers.extend(h for h in exchange.headers if h[0] in FORWARDED_REQUEST_HEADERS)
+    return headers
+
+
+def injects_usage(exchange: Exchange) -> bool:
+    """Whether a streamed ``exchange`` lacks ``stream_options.include_usage: true``.
+
+    False for bodies that are not JSON objects or whose ``stream_options`` is neither an object
+    nor null: the upstream answers those as it would have.
+    """
+    if not exchange.stream or exchange.endpoint not in STREAMING_ENDPOINTS:
+        return False
+    try:
+        options = _options(_stream_options_view.decode(exchange.body).stream_options)
+    except msgspec.DecodeError:
+        return False
+    return options.get("include_usage") != _TRUE
+
+
+def rewrite(exchange: Exchange, model: str, *, include_usage: bool = False) -> bytes:
+    """The client's body with ``model`` and, if asked, ``stream_options.include_usage: true``.
+
+    The body is returned as it is when nothing changes (the fast path).
+    """
+    if model == exchange.model and not include_usage:
+        return exchange.body
+    fields = _raw_object.decode(exchange.body)
+    if model != exchange.model:
+        fields["model"] = msgspec.Raw(_encoder.encode(model))
+    if include_usage:
+        kept = _options(fields.get("stream_options"))
+        kept["include_usage"] = _TRUE
+        fields["stream_options"] = msgspec.Raw(_encoder.encode(kept))
+    return _encoder.encode(fields)
+
+
+def _options(raw: msgspec.Raw | None) -> dict[str, msgspec.Raw]:
+    """``stream_options`` as an object, ``{}`` when absent or null (``DecodeError`` otherwise)."""
+    if raw is None or raw == _NULL:
+        return {}
+    return _raw_object.decode(raw)
 
 
 def replace_model(body: bytes, model: str) -> bytes:
@@ -62,6 +154,14 @@ def replace_model(body: bytes, model: str) -> bytes:
     fields = _raw_object.decode(body)
     fields["model"] = msgspec.Raw(_encoder.encode(model))
     return _encoder.encode(fields)
+
+
+def decode_model_ids(body: bytes) -> list[str]:
+    """The ids of an OpenAI model list; ``errors.CannotUnderstand`` for anything else."""
+    try:
+        return [model.id for model in _model_list.decode(body).data]
+    except msgspec.DecodeError as exc:
+        raise errors.CannotUnderstand(f"The upstream sent an invalid model list: {exc}") from None
 
 
 def decode_openai_error(status: int, headers: Headers, body: bytes) -> errors.ProxyError:

@@ -67,7 +67,7 @@ class AnthropicConfig(_Base, frozen=True):
 class AzureConfig(_Base, frozen=True):
     """Options of a ``kind = "azure"`` provider (see docs/providers/azure.md)."""
 
-    api_version: str = "2024-10-21"
+    api_version: str | None = None  # deployments style: 2024-10-21; v1 style: none sent
     style: Literal["deployments", "v1"] = "deployments"
     deployments: dict[str, str] = {}
     empty_choices: Literal["drop", "pass"] = "drop"

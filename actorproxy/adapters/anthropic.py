@@ -56,23 +56,9 @@ OVERLOADED = 529  # Anthropic's own status; clients see 503, which they know to 
 T = TypeVar("T")
 
 
-class OutputTokensDetails(msgspec.Struct):
-    thinking_tokens: int | None = None
-
-
-class Usage(anthropic.Usage):
-    """``anthropic.Usage`` and the thinking-token count the API reports with it."""
-
-    output_tokens_details: OutputTokensDetails | None = None
-
-
-class Message(anthropic.Message):
-    usage: Usage = msgspec.field(default_factory=Usage)
-
-
 _encoder = msgspec.json.Encoder()
 _request_decoder = msgspec.json.Decoder(outbound.ChatRequest)
-_message_decoder = msgspec.json.Decoder(Message)
+_message_decoder = msgspec.json.Decoder(anthropic.Message)
 _error_decoder = msgspec.json.Decoder(anthropic.ErrorResponse)
 _NOT_JSON = "We could not parse the JSON body of your request."
 
@@ -228,7 +214,7 @@ def openai_usage(usage: anthropic.Usage) -> openai.Usage:
     cached = usage.cache_read_input_tokens
     prompt = (usage.input_tokens or 0) + (cached or 0) + (usage.cache_creation_input_tokens or 0)
     completion = usage.output_tokens or 0
-    details = usage.output_tokens_details if isinstance(usage, Usage) else None
+    details = usage.output_tokens_details
     thinking = details.thinking_tokens if details is not None else None
     return openai.Usage(
         prompt_tokens=prompt,

@@ -333,6 +333,7 @@ def merge_usage(start: anthropic.Usage, update: anthropic.Usage) -> anthropic.Us
         cache_read_input_tokens=_prefer(
             update.cache_read_input_tokens, start.cache_read_input_tokens
         ),
+        output_tokens_details=update.output_tokens_details or start.output_tokens_details,
     )
 
 

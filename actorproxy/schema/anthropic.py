@@ -176,11 +176,16 @@ class CacheCreation(_Wire):
     ephemeral_1h_input_tokens: int = 0
 
 
+class OutputTokensDetails(_Wire):
+    thinking_tokens: int | None = None
+
+
 class Usage(_Wire):
     input_tokens: int | None = None
     output_tokens: int | None = None
     cache_creation_input_tokens: int | None = None
     cache_read_input_tokens: int | None = None
+    output_tokens_details: OutputTokensDetails | None = None
     service_tier: str | UnsetType | None = UNSET
 
 

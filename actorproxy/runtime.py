@@ -29,7 +29,10 @@ from actorproxy import config as cfg
 from actorproxy.actors.logger import LoggerActor
 from actorproxy.actors.provider import ProviderActor
 from actorproxy.actors.supervisor import Supervisor
+from actorproxy.adapters.anthropic import AnthropicAdapter
+from actorproxy.adapters.azure import AzureAdapter
 from actorproxy.adapters.base import Adapter
+from actorproxy.adapters.ollama import OllamaAdapter
 from actorproxy.adapters.openai import OpenAIAdapter
 from actorproxy.app import Gateway
 from actorproxy.auth import Authenticator
@@ -65,22 +68,50 @@ def build_actor(
             "provider key variable is not set",
             extra={"provider": provider.name, "variable": provider.api_key_env},
         )
-    adapter: Adapter = OpenAIAdapter(api_key=key, headers=provider.headers)
+    adapter = build_adapter(provider, key)
     if upstream is None:
         upstream = _upstream(provider)
     return ProviderActor(provider, upstream, adapter)
 
 
+def build_adapter(provider: cfg.ProviderConfig, key: str | None) -> Adapter:
+    """The sans-IO adapter for ``provider``'s kind, with its options from the config."""
+    if provider.kind == "anthropic":
+        options = provider.anthropic
+        return AnthropicAdapter(
+            api_key=key,
+            version=options.version,
+            default_max_tokens=options.default_max_tokens,
+            unsupported=options.unsupported,
+            beta=options.beta,
+            headers=provider.headers,
+        )
+    if provider.kind == "azure":
+        azure = provider.azure
+        return AzureAdapter(
+            api_key=key,
+            api_version=azure.api_version or ("2024-10-21" if azure.style == "deployments" else ""),
+            style=azure.style,
+            deployments=azure.deployments,
+            headers=provider.headers,
+            empty_choices=azure.empty_choices,
+            stream_usage=provider.stream_usage,
+        )
+    if provider.kind == "ollama":
+        bearer = {"Authorization": f"Bearer {key}"} if key else {}  # for Ollama behind a proxy
+        return OllamaAdapter(
+            headers={**provider.headers, **bearer},
+            keep_alive=provider.ollama.keep_alive,
+            repair_tool_calls=provider.ollama.repair_tool_calls,
+        )
+    return OpenAIAdapter(api_key=key, headers=provider.headers, stream_usage=provider.stream_usage)
+
+
 def _upstream(provider: cfg.ProviderConfig) -> Upstream:
     if provider.kind == "mock":
         return MockUpstream(provider.mock)
-    if provider.kind != "openai":
-        raise cfg.ConfigError(
-            f"provider {provider.name!r}: kind {provider.kind!r} is not built yet"
-        )
-    assert provider.base_url is not None  # config.check() guarantees it
     return H11Pool(
-        provider.base_url,
+        provider.url,
         max_connections=provider.max_concurrency,
         connect_timeout_s=provider.connect_timeout_s,
     )

@@ -17,7 +17,7 @@ import msgspec
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from actorproxy import asgi, errors, metrics
+from actorproxy import asgi, dialects, errors, metrics
 from actorproxy.actors.logger import LoggerActor
 from actorproxy.actors.provider import ProviderActor
 from actorproxy.auth import Authenticator, Principal
@@ -77,20 +77,33 @@ class Gateway:
         try:
             if endpoint is not None:
                 await self._proxy.handle(scope, receive, send, endpoint)  # type: ignore[arg-type]
-            elif path.startswith("/v1/"):
-                await self._v1_other(scope, send, path)
-            elif path == "/health":
-                await asgi.respond(send, 200, b'{"status":"ok"}', [])
-            elif path == "/ready":
-                await self._ready(send)
-            elif path == "/metrics":
-                body = metrics.render(self._metrics)
-                await asgi.respond(send, 200, body, [], metrics.CONTENT_TYPE)
             else:
-                await self.admin(scope, receive, send)
+                await self._route(scope, receive, send, path)
         except Exception as exc:
             log.exception("unhandled error", extra={"path": path})
             await _try_respond_error(send, errors.internal(exc))
+
+    async def _route(
+        self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send, path: str
+    ) -> None:
+        """Everything but the three OpenAI endpoints, which ``__call__`` serves first."""
+        if path == "/v1/messages":
+            await self._proxy.handle(scope, receive, send, "chat", dialects.MESSAGES)
+        elif path == "/v1/messages/count_tokens":
+            await self._proxy.count_tokens(scope, receive, send)
+        elif (azure := dialects.azure_route(path)) is not None:
+            await self._proxy.handle(scope, receive, send, *azure)
+        elif path.startswith("/v1/"):
+            await self._v1_other(scope, send, path)
+        elif path == "/health":
+            await asgi.respond(send, 200, b'{"status":"ok"}', [])
+        elif path == "/ready":
+            await self._ready(send)
+        elif path == "/metrics":
+            body = metrics.render(self._metrics)
+            await asgi.respond(send, 200, body, [], metrics.CONTENT_TYPE)
+        else:
+            await self.admin(scope, receive, send)
 
     async def _v1_other(self, scope: asgi.Scope, send: asgi.Send, path: str) -> None:
         request_id = [(b"x-request-id", asgi.request_id(scope).encode())]
@@ -99,9 +112,10 @@ class Gateway:
             if scope["method"] != "GET":
                 raise errors.MethodNotAllowed(f"Use GET for {path}.")
             if path == "/v1/models":
-                body = _encoder.encode(ModelList(self._models(principal)))
+                body = _encoder.encode(ModelList(await self._models(principal)))
             elif path.startswith("/v1/models/"):
-                body = _encoder.encode(self._model(principal, path.removeprefix("/v1/models/")))
+                model_id = path.removeprefix("/v1/models/")
+                body = _encoder.encode(await self._model(principal, model_id))
             else:
                 raise errors.NotFound(f"Unknown request URL: {scope['method']} {path}.")
         except errors.ProxyError as exc:
@@ -109,16 +123,25 @@ class Gateway:
         else:
             await asgi.respond(send, 200, body, request_id)
 
-    def _models(self, principal: Principal) -> list[ModelObject]:
+    async def _models(self, principal: Principal) -> list[ModelObject]:
+        """Configured aliases, then ``provider/model`` for providers with ``list_models``."""
         allowed = principal.models
-        return [
+        listed = [
             ModelObject(route.alias, self._created, "actorproxy")
             for route in self._router.aliases()
             if allowed is None or route.alias in allowed
         ]
+        for name, actor in self._actors.items():
+            if not (actor.config.list_models and actor.config.direct):
+                continue
+            for upstream_model in await actor.upstream_models():
+                model_id = f"{name}/{upstream_model}"
+                if allowed is None or model_id in allowed:
+                    listed.append(ModelObject(model_id, self._created, name))
+        return listed
 
-    def _model(self, principal: Principal, model_id: str) -> ModelObject:
-        for model in self._models(principal):
+    async def _model(self, principal: Principal, model_id: str) -> ModelObject:
+        for model in await self._models(principal):
             if model.id == model_id:
                 return model
         raise errors.ModelNotFound(f"The model `{model_id}` does not exist.", param="model")

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 import msgspec
 import trio
@@ -22,12 +20,13 @@ import trio
 from actorproxy import asgi, errors
 from actorproxy.actors.logger import LoggerActor
 from actorproxy.actors.provider import Call, Done, Failure, Head, ProviderActor, Reply
+from actorproxy.adapters import messages_inbound
 from actorproxy.adapters.base import Endpoint, Exchange
-from actorproxy.auth import Authenticator, Principal
+from actorproxy.auth import Authenticator
+from actorproxy.dialects import MESSAGES, OPENAI, Dialect
+from actorproxy.flight import CLIENT_CLOSED, Flight, attempt_record, exchange_record, trace_id
 from actorproxy.routing import Route, Router, Target
 from actorproxy.schema import views
-from actorproxy.schema.records import Attempt
-from actorproxy.schema.records import Exchange as ExchangeRecord
 
 log = logging.getLogger("actorproxy.proxy")
 
@@ -37,40 +36,6 @@ SSE_HEADERS: asgi.Headers = [
     (b"cache-control", b"no-cache"),
 ]
 FORWARDED = frozenset({b"traceparent", b"tracestate", b"openai-beta"})
-CLIENT_CLOSED = 499  # nginx's code for "client closed request", used in records only
-
-
-@dataclass(slots=True)
-class Flight:
-    """What one request has done so far; becomes its dataset record."""
-
-    request_id: str
-    endpoint: Endpoint
-    started: float
-    wall_start: float
-    principal: Principal | None = None
-    model: str | None = None
-    stream: bool = False
-    status: int = 0
-    error: errors.ProxyError | None = None
-    response_started: bool = False
-    finished: bool = False  # the last part of the response is being handed to the server
-    upstream_s: float | None = None
-    attempts: list[Attempt] = field(default_factory=list)
-    target: Target | None = None
-    trace_id: str | None = None
-    body: bytes = b""
-    response_body: bytes = b""
-    chunks: list[bytes] = field(default_factory=list)
-    chunk_offsets_ms: list[float] = field(default_factory=list)
-    queue_s: float | None = None
-
-    def headers(self) -> asgi.Headers:
-        return [(b"x-request-id", self.request_id.encode())]
-
-    def overhead_header(self, upstream_s: float) -> tuple[bytes, bytes]:
-        overhead_ms = max(0.0, (trio.current_time() - self.started - upstream_s) * 1000)
-        return (b"x-actorproxy-overhead-ms", f"{overhead_ms:.3f}".encode())
 
 
 class ProxyHandler:
@@ -92,20 +57,43 @@ class ProxyHandler:
         self._max_body = max_body_bytes
 
     async def handle(
-        self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send, endpoint: Endpoint
+        self,
+        scope: asgi.Scope,
+        receive: asgi.Receive,
+        send: asgi.Send,
+        endpoint: Endpoint,
+        dialect: Dialect = OPENAI,
     ) -> None:
         flight = Flight(asgi.request_id(scope), endpoint, trio.current_time(), time.time())
-        flight.trace_id = _trace_id(scope)
+        flight.trace_id, flight.dialect = trace_id(scope), dialect
         try:
             exchange, route = await self._admit(scope, receive, flight)
         except errors.ProxyError as exc:
             flight.error, flight.status = exc, exc.status
-            await asgi.respond_error(send, exc, flight.headers())
+            await _respond_error(send, flight, exc)
         except asgi.ClientGone:
             flight.status = CLIENT_CLOSED
         else:
             await self._serve(receive, send, flight, exchange, route)
-        await self._logger.submit(_exchange_record(flight, self._replica))
+        await self._logger.submit(exchange_record(flight, self._replica))
+
+    async def count_tokens(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
+        """Anthropic's ``/v1/messages/count_tokens``: an estimate, answered without an upstream."""
+        flight = Flight(asgi.request_id(scope), "chat", 0.0, 0.0, dialect=MESSAGES)
+        try:
+            self._auth.authenticate(scope["headers"])
+            if scope["method"] != "POST":
+                raise errors.MethodNotAllowed("Use POST for /v1/messages/count_tokens.")
+            declared = asgi.header(scope, b"content-length")
+            answer = messages_inbound.count_tokens(
+                await asgi.read_body(receive, self._max_body, declared)
+            )
+        except errors.ProxyError as exc:
+            await _respond_error(send, flight, exc)
+        except asgi.ClientGone:
+            return
+        else:
+            await asgi.respond(send, 200, answer, flight.headers())
 
     async def _admit(
         self, scope: asgi.Scope, receive: asgi.Receive, flight: Flight
@@ -114,7 +102,7 @@ class ProxyHandler:
             raise errors.MethodNotAllowed(f"Use POST for {scope['path']}.")
         flight.principal = principal = self._auth.authenticate(scope["headers"])
         body = await asgi.read_body(receive, self._max_body, asgi.header(scope, b"content-length"))
-        flight.body = body
+        flight.body = body = flight.dialect.request(body)
         view = _decode_view(body)
         flight.model, flight.stream = view.model, bool(view.stream)
         if flight.stream and flight.endpoint == "embeddings":
@@ -169,9 +157,9 @@ class ProxyHandler:
         flight.error, flight.status = last, flight.status or last.status
         flight.finished = True
         if flight.response_started:
-            await _end_stream_with_error(send, last)
+            await _end_stream_with_error(send, flight, last)
         else:
-            await asgi.respond_error(send, last, flight.headers())
+            await _respond_error(send, flight, last)
 
     async def _attempt(
         self, send: asgi.Send, flight: Flight, exchange: Exchange, target: Target
@@ -192,7 +180,7 @@ class ProxyHandler:
         finally:
             if status == 0:
                 call.scope.cancel()
-            flight.attempts.append(_attempt_record(target, status, error_type, offset, flight))
+            flight.attempts.append(attempt_record(target, status, error_type, offset, flight))
 
     async def _relay(
         self,
@@ -212,8 +200,10 @@ class ProxyHandler:
         if head.body is not None:
             flight.response_body = head.body
             flight.finished = True
-            await asgi.respond(send, head.status, head.body, headers)
+            body = flight.dialect.response(head.body, flight.model or "")
+            await asgi.respond(send, head.status, body, headers)
             return head.status
+        flight.encoder = flight.dialect.stream(flight.model or "")
         await send(
             {
                 "type": "http.response.start",
@@ -230,19 +220,22 @@ async def _relay_stream(
     send: asgi.Send, flight: Flight, replies: trio.MemoryReceiveChannel[Reply]
 ) -> None:
     chunks, offsets, started = flight.chunks, flight.chunk_offsets_ms, flight.started
+    encoder = flight.encoder
     while True:
         item = await _receive(replies)
         if isinstance(item, bytes):
             offsets.append((trio.current_time() - started) * 1000)
             chunks.append(item)
-            await send({"type": "http.response.body", "body": item, "more_body": True})
+            body = item if encoder is None else encoder.feed(item)
+            await send({"type": "http.response.body", "body": body, "more_body": True})
         elif isinstance(item, Done):
             flight.upstream_s = item.upstream_s
             if item.withheld:
                 chunks.append(item.withheld)
                 offsets.append((trio.current_time() - started) * 1000)
             flight.finished = True
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            tail = b"" if encoder is None else encoder.end()
+            await send({"type": "http.response.body", "body": tail, "more_body": False})
             return
         elif isinstance(item, Failure):
             raise item.error
@@ -268,9 +261,14 @@ async def _receive(replies: trio.MemoryReceiveChannel[Reply]) -> Reply:
         raise errors.ActorFailed("The provider actor failed while serving the request.") from None
 
 
-async def _end_stream_with_error(send: asgi.Send, error: errors.ProxyError) -> None:
-    frame = b"\n\ndata: " + errors.render(error) + b"\n\n"
+async def _end_stream_with_error(send: asgi.Send, flight: Flight, error: errors.ProxyError) -> None:
+    frame = flight.dialect.stream_error(error)
     await send({"type": "http.response.body", "body": frame, "more_body": False})
+
+
+async def _respond_error(send: asgi.Send, flight: Flight, error: errors.ProxyError) -> None:
+    status, body = flight.dialect.error(error)
+    await asgi.respond(send, status, body, [*flight.headers(), *error.headers])
 
 
 def _decode_view(body: bytes) -> views.RouteView:
@@ -288,63 +286,3 @@ def _for_target(exchange: Exchange, target: Target) -> Exchange:
     if target.model == exchange.upstream_model:
         return exchange
     return dataclasses.replace(exchange, upstream_model=target.model)
-
-
-def _trace_id(scope: asgi.Scope) -> str:
-    """The W3C trace id of the client's ``traceparent``, else a new one."""
-    given = asgi.header(scope, b"traceparent")
-    if given is not None:
-        parts = given.split(b"-")
-        if len(parts) == 4 and len(parts[1]) == 32 and parts[1] != b"0" * 32:
-            try:
-                return bytes.fromhex(parts[1].decode()).hex()
-            except ValueError:
-                pass
-    return os.urandom(16).hex()
-
-
-def _attempt_record(
-    target: Target, status: int, error_type: str | None, offset: float, flight: Flight
-) -> Attempt:
-    now = trio.current_time()
-    first_chunk = flight.chunk_offsets_ms[0] if flight.chunk_offsets_ms else None
-    return Attempt(
-        provider=target.provider,
-        upstream_model=target.model,
-        status_code=status or CLIENT_CLOSED,
-        error_type=error_type,
-        start_offset_ms=(offset - flight.started) * 1000,
-        latency_ms=(now - offset) * 1000,
-        ttft_ms=None if first_chunk is None else first_chunk - (offset - flight.started) * 1000,
-    )
-
-
-def _exchange_record(flight: Flight, replica: str) -> ExchangeRecord:
-    now = trio.current_time()
-    target, principal = flight.target, flight.principal
-    ms = 1000.0
-    return ExchangeRecord(
-        request_id=flight.request_id,
-        trace_id=flight.trace_id,
-        ts_start=flight.wall_start,
-        ts_end=flight.wall_start + (now - flight.started),
-        replica=replica,
-        endpoint=flight.endpoint,
-        api_key_id=principal.key_id if principal else "unauthenticated",
-        log_bodies=principal.log_bodies if principal else True,
-        model_requested=flight.model,
-        provider=target.provider if target else None,
-        upstream_model=target.model if target else None,
-        stream=flight.stream,
-        status_code=flight.status,
-        error_type=flight.error.type if flight.error else None,
-        latency_ms=(now - flight.started) * ms,
-        upstream_ms=None if flight.upstream_s is None else flight.upstream_s * ms,
-        queue_ms=None if flight.queue_s is None else flight.queue_s * ms,
-        ttft_ms=flight.chunk_offsets_ms[0] if flight.chunk_offsets_ms else None,
-        request_body=flight.body,
-        response_body=flight.response_body,
-        chunks=flight.chunks,
-        chunk_offsets_ms=flight.chunk_offsets_ms,
-        attempts=flight.attempts,
-    )

@@ -18,6 +18,7 @@ wait for the restarted actor: the mailbox, limiter and breaker live on the actor
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -29,6 +30,9 @@ from actorproxy.adapters.base import Adapter, Exchange, StreamTranslator
 from actorproxy.config import ProviderConfig
 from actorproxy.net.base import Headers, Upstream, UpstreamResponse, read_all
 
+log = logging.getLogger("actorproxy.provider")
+
+MODELS_TTL_S = 60.0
 ActorState = Literal["starting", "running", "restarting", "failed", "stopped"]
 
 #: Response headers worth passing from an upstream to the client, under the name they get.
@@ -105,6 +109,8 @@ class ProviderActor:
         self._served = 0
         self._failed = 0
         self._in_flight = 0
+        self._models: list[str] = []
+        self._models_expire = float("-inf")
 
     def submit(self, call: Call) -> None:
         """Queue ``call`` without waiting. ``Unavailable`` if the breaker is open, 429 if full."""
@@ -216,6 +222,34 @@ class ProviderActor:
     @staticmethod
     def _since(started: float) -> float:
         return trio.current_time() - started
+
+    async def upstream_models(self) -> list[str]:
+        """The upstream's own model list, fetched at most once a minute (``list_models``).
+
+        Fetched on the caller's task, outside the mailbox: listing models is not a call the limits
+        count. A failed fetch keeps the last good list and is retried on the next request.
+        """
+        now = trio.current_time()
+        if now < self._models_expire:
+            return self._models
+        request = self._adapter.models_request()
+        if request is None:  # the list is in the config (Azure's deployments)
+            return self._adapter.decode_models(b"")
+        try:
+            with trio.fail_after(self.config.connect_timeout_s):
+                response = await self._upstream.send(request)
+                body = await read_all(response)
+            if response.status >= 400:
+                raise self._adapter.decode_error(response.status, response.headers, body)
+            self._models = self._adapter.decode_models(body)
+        except (errors.ProxyError, trio.TooSlowError) as exc:
+            log.warning(
+                "listing upstream models failed",
+                extra={"provider": self.name, "error": type(exc).__name__},
+            )
+            return self._models
+        self._models_expire = now + MODELS_TTL_S
+        return self._models
 
     def statistics(self) -> ProviderStats:
         stats = self._inbox.statistics()

@@ -80,3 +80,11 @@ class Adapter(Protocol):
     def decode_error(self, status: int, headers: Headers, body: bytes) -> errors.ProxyError:
         """The error for a non-2xx upstream answer, keeping the upstream's status."""
         ...
+
+    def models_request(self) -> UpstreamRequest | None:
+        """The request that lists the upstream's models; ``None`` when it has no such list."""
+        ...
+
+    def decode_models(self, body: bytes) -> list[str]:
+        """The model ids in the answer to ``models_request()``."""
+        ...

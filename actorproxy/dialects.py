@@ -14,7 +14,7 @@ from typing import Protocol
 
 import msgspec
 
-from actorproxy import errors
+from actorproxy import asgi, errors
 from actorproxy.adapters import messages_inbound, messages_stream
 from actorproxy.adapters.base import Endpoint
 from actorproxy.adapters.openai import replace_model
@@ -45,8 +45,8 @@ class Dialect(Protocol):
         """An encoder for the client's event stream; ``None`` passes OpenAI's through."""
         ...
 
-    def error(self, error: errors.ProxyError) -> tuple[int, bytes]:
-        """The status and body that tell the client about ``error``."""
+    def error(self, error: errors.ProxyError) -> tuple[int, bytes, asgi.Headers]:
+        """The status, body and extra headers that tell the client about ``error``."""
         ...
 
     def stream_error(self, error: errors.ProxyError) -> bytes:
@@ -70,8 +70,8 @@ class OpenAIDialect:
         del model
         return None
 
-    def error(self, error: errors.ProxyError) -> tuple[int, bytes]:
-        return error.status, errors.render(error)
+    def error(self, error: errors.ProxyError) -> tuple[int, bytes, asgi.Headers]:
+        return error.status, errors.render(error), error.headers
 
     def stream_error(self, error: errors.ProxyError) -> bytes:
         return b"\n\ndata: " + errors.render(error) + b"\n\n"
@@ -112,8 +112,12 @@ class MessagesDialect:
     def stream(self, model: str) -> StreamEncoder | None:
         return messages_stream.MessagesStreamEncoder(model)
 
-    def error(self, error: errors.ProxyError) -> tuple[int, bytes]:
-        return messages_inbound.encode_error(error)
+    def error(self, error: errors.ProxyError) -> tuple[int, bytes, asgi.Headers]:
+        # Anthropic's SDK obeys x-should-retry; without it, it retries every 5xx, even ours that
+        # another attempt cannot fix (a body we cannot translate, an upstream we cannot parse).
+        status, body = messages_inbound.encode_error(error)
+        should_retry = b"true" if error.retryable or status == 429 else b"false"
+        return status, body, [*error.headers, (b"x-should-retry", should_retry)]
 
     def stream_error(self, error: errors.ProxyError) -> bytes:
         return messages_inbound.error_event(error)

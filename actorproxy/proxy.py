@@ -267,8 +267,8 @@ async def _end_stream_with_error(send: asgi.Send, flight: Flight, error: errors.
 
 
 async def _respond_error(send: asgi.Send, flight: Flight, error: errors.ProxyError) -> None:
-    status, body = flight.dialect.error(error)
-    await asgi.respond(send, status, body, [*flight.headers(), *error.headers])
+    status, body, headers = flight.dialect.error(error)
+    await asgi.respond(send, status, body, [*flight.headers(), *headers])
 
 
 def _decode_view(body: bytes) -> views.RouteView:

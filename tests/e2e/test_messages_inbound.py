@@ -106,6 +106,7 @@ async def test_errors_arrive_in_anthropics_shape(proxy: runtime.Server) -> None:
                 model="claude-mock", max_tokens=8, messages=[{"role": "user", "content": "x"}]
             )
     assert denied.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
+    assert denied.value.response.headers["x-should-retry"] == "false"
     async with anthropic.AsyncAnthropic(
         base_url=proxy.urls[0], api_key=MASTER_KEY, max_retries=0
     ) as client:

@@ -11,10 +11,13 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anthropic
+import msgspec
 import openai
+import pyarrow.dataset as ds
 import pytest
 import trio
 
@@ -52,7 +55,7 @@ TARGETS = {
 async def open_kind(kind: str) -> AsyncIterator[tuple[cfg.ProviderConfig, str]]:
     """A fake upstream of ``kind`` and the provider (and target model) that reaches it."""
     common: dict[str, Any] = {"name": kind, "kind": kind, "api_key_env": UPSTREAM_KEY_ENV}
-    common |= {"request_timeout_s": 10.0, "list_models": kind != "azure"}
+    common |= {"request_timeout_s": 10.0, "list_models": kind != "azure", "stream_usage": True}
     async with AsyncExitStack() as stack:
         if kind == "openai":
             fake: Any = await stack.enter_async_context(open_fake_openai(UPSTREAM_KEY))
@@ -255,3 +258,44 @@ async def test_anthropic_client_on_messages(proxy: runtime.Server) -> None:
     assert streamed.content[0].type == "text"
     assert streamed.content[0].text == "echo: hi"
     assert streamed.stop_reason == "end_turn"
+
+
+async def whole_then_bare_stream(server: runtime.Server) -> openai.types.chat.ChatCompletion:
+    """Request ``w`` whole, then ``s`` streamed without asking for usage."""
+    messages: Any = [{"role": "user", "content": "count my words please"}]
+    async with openai.AsyncOpenAI(
+        base_url=server.urls[0] + "/v1", api_key=MASTER_KEY, max_retries=0
+    ) as client:
+        whole = await client.chat.completions.create(
+            model="assistant", messages=messages, extra_headers={"x-request-id": "w"}
+        )
+        stream = await client.chat.completions.create(
+            model="assistant", messages=messages, stream=True, extra_headers={"x-request-id": "s"}
+        )
+        assert all([chunk.choices async for chunk in stream])
+    return whole
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_the_dataset_gets_real_usage_the_client_did_not_ask_for(
+    kind: str, tmp_path: Path
+) -> None:
+    async with open_kind(kind) as (provider, model):
+        alias = cfg.ModelConfig(name="assistant", targets=[f"{provider.name}/{model}"])
+        config = msgspec.structs.replace(
+            proxy_config(provider, models=[alias]),
+            dataset=cfg.DatasetConfig(dir=str(tmp_path), flush_interval_ms=20),
+        )
+        with trio.fail_after(20):
+            async with open_proxy(config, environ(UPSTREAM_KEY)) as server:
+                whole = await whole_then_bare_stream(server)
+    table = ds.dataset(tmp_path, format="parquet", partitioning="hive").to_table()
+    rows = {row["request_id"]: row for row in table.to_pylist()}
+    assert whole.usage is not None
+    assert rows["s"]["usage_estimated"] is False
+    assert rows["s"]["completion_tokens"] == whole.usage.completion_tokens
+    assert rows["s"]["prompt_tokens"] == whole.usage.prompt_tokens
+    assert rows["s"]["response_body"] is not None
+    assert json.loads(rows["s"]["response_body"])["choices"][0]["message"]["content"] == (
+        whole.choices[0].message.content
+    )

@@ -604,12 +604,13 @@ def test_content_before_message_start_is_not_understood() -> None:
 
 
 def test_thinking_tokens_reach_the_usage_chunk() -> None:
-    delta = {
+    delta: dict[str, Any] = {
         "type": "message_delta",
         "delta": {"stop_reason": "end_turn"},
         "usage": {"output_tokens": 9, "output_tokens_details": {"thinking_tokens": 7}},
     }
-    outcome = run([b"".join(event(item) for item in [START, delta, {"type": "message_stop"}])])
+    items: list[dict[str, Any]] = [START, delta, {"type": "message_stop"}]
+    outcome = run([b"".join(event(item) for item in items)])
     usage_chunk = json.loads(outcome.withheld.removeprefix(b"data: "))
     assert usage_chunk["usage"]["completion_tokens"] == 9
     assert usage_chunk["usage"]["completion_tokens_details"] == {"reasoning_tokens": 7}

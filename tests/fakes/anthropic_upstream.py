@@ -45,38 +45,43 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import logging
 import re
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from functools import partial
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
-from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope
 
-from tests.fakes.openai_bodies import RecordedRequest
+from tests.fakes import server
+from tests.fakes.server import RecordedRequest, Respond
+
+__all__ = [
+    "DEFAULT_API_KEY",
+    "DEFAULT_MODELS",
+    "JSON",
+    "Answer",
+    "Cut",
+    "FakeAnthropic",
+    "Fault",
+    "RecordedRequest",
+    "Rejected",
+    "Respond",
+    "StreamError",
+    "answer",
+    "error_body",
+    "open_fake_anthropic",
+    "signature",
+    "sse",
+]
 
 DEFAULT_API_KEY = "sk-ant-fake"
 DEFAULT_MODELS = ("claude-sonnet-4-6", "claude-haiku-4-5")
 JSON = "application/json"
 
 _encoder = msgspec.json.Encoder()
-_log = logging.getLogger(__name__)
 Obj = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Respond:
-    """Answer with ``status``, ``body`` (bytes as they are, anything else as JSON) and headers."""
-
-    status: int
-    body: object = b""
-    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -379,41 +384,24 @@ def _pieces(text: str) -> list[str]:
 # --- the server -------------------------------------------------------------------------------
 
 
-class FakeAnthropic:
-    """The ASGI app and what tests observe: ``requests``."""
+class FakeAnthropic(server.FakeServer[Fault]):
+    """The ASGI app and what tests observe: ``requests``.
+
+    ``script(*faults)`` queues faults for the next valid ``POST /v1/messages`` requests, in order.
+    """
 
     def __init__(self, api_key: str, models: Collection[str]) -> None:
+        super().__init__()
         self.api_key = api_key
         self.models = models
-        self.base_url = ""
-        self.requests: list[RecordedRequest] = []
-        self._faults: list[Fault] = []
 
-    def script(self, *faults: Fault) -> None:
-        """Queue ``faults`` for the next valid ``POST /v1/messages`` requests, in order."""
-        self._faults.extend(faults)
-
-    @property
-    def unused_faults(self) -> list[Fault]:
-        return list(self._faults)
-
-    async def __call__(
-        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
-    ) -> None:
-        if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
-        elif scope["type"] == "http":
-            await self._http(scope, receive, send)
-
-    async def _http(
+    async def handle(
         self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
-        request = _record(scope, await _read_body(receive))
-        seq = len(self.requests)
-        self.requests.append(request)
+        request, seq = self.record(scope, await server.read_body(receive) or b"")
         reply = answer(request, api_key=self.api_key, models=self.models, seq=seq)
         valid = reply.status < 400 and request.method == "POST"
-        fault = self._faults.pop(0) if valid and self._faults else None
+        fault = self.take_fault(request.path) if valid else None
         await _perform(send, reply, fault, {"request-id": f"req_fake{seq}"})
 
 
@@ -424,17 +412,17 @@ async def _perform(
     frames = list(reply.events or ()) if streamed else [reply.body]
     headers = headers | {"content-type": "text/event-stream; charset=utf-8" if streamed else JSON}
     match fault:
-        case Respond(status=status, body=body, headers=extra):
-            raw = body if isinstance(body, bytes) else _encoder.encode(body)
-            await _send(send, status, headers | {"content-type": JSON} | dict(extra), [raw])
+        case Respond(status=status, headers=extra):
+            fields = headers | {"content-type": JSON} | dict(extra)
+            await server.send_response(send, status, fields, [fault.raw_body()])
         case StreamError(after_events=after, type=kind, message=message) if streamed:
             error = sse("error", error_body(kind, message))  # the event has the body's shape
-            await _send(send, 200, headers, [*frames[:after], error])
+            await server.send_response(send, 200, headers, [*frames[:after], error])
         case Cut(after_events=after):
             kept = frames[:after] if streamed else [reply.body[: len(reply.body) // 2]]
-            await _send(send, reply.status, headers, kept, cut=True)
+            await server.send_response(send, reply.status, headers, kept, cut=True)
         case _:
-            await _send(send, reply.status, headers, frames)
+            await server.send_response(send, reply.status, headers, frames)
 
 
 @asynccontextmanager
@@ -443,65 +431,6 @@ async def open_fake_anthropic(
 ) -> AsyncIterator[FakeAnthropic]:
     """Serve a `FakeAnthropic` on 127.0.0.1 (random port) until the block exits."""
     fake = FakeAnthropic(api_key, models)
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.errorlog = _log
-    config.include_server_header = False
-    config.keep_alive_timeout = 120
-    async with trio.open_nursery() as nursery:
-        binds: list[str] = await nursery.start(partial(serve, fake, config, mode="asgi"))
-        fake.base_url = binds[0]
-        try:
-            yield fake
-        finally:
-            nursery.cancel_scope.cancel()
-
-
-async def _send(
-    send: ASGISendCallable,
-    status: int,
-    headers: Mapping[str, str],
-    frames: list[bytes],
-    *,
-    cut: bool = False,
-) -> None:
-    """The head, then each frame; a cut returns before the final message, dropping the body."""
-    encoded = [(name.encode(), value.encode()) for name, value in headers.items()]
-    await send(
-        {"type": "http.response.start", "status": status, "headers": encoded, "trailers": False}
-    )
-    for frame in frames:
-        await send({"type": "http.response.body", "body": frame, "more_body": True})
-    if not cut:
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-async def _read_body(receive: ASGIReceiveCallable) -> bytes:
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return b"".join(chunks)
-        if message["type"] == "http.request":
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                return b"".join(chunks)
-
-
-def _record(scope: HTTPScope, body: bytes) -> RecordedRequest:
-    headers: dict[str, str] = {}
-    for raw_name, raw_value in scope["headers"]:
-        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
-        headers[name] = f"{headers[name]}, {value}" if name in headers else value
-    query = scope["query_string"].decode("latin-1")
-    return RecordedRequest(scope["method"], scope["path"], query, headers, body)
-
-
-async def _lifespan(receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+    async with server.open_loopback_server(fake) as base_url:
+        fake.base_url = base_url
+        yield fake

@@ -31,23 +31,19 @@ request that passes routing and auth; `content_filter_error` is Azure's prompt-f
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from functools import partial
 from typing import Any
 from urllib.parse import parse_qs
 
 import msgspec
-import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
-from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope
 
 from tests.fakes import openai_bodies as bodies
-from tests.fakes.openai_bodies import JsonReply, RecordedRequest, Reply, SseReply
-from tests.fakes.openai_upstream import Respond
+from tests.fakes import server
+from tests.fakes.openai_bodies import JsonReply, Reply, SseReply
+from tests.fakes.server import RecordedRequest, Respond
 
 __all__ = [
     "DEFAULT_API_KEY",
@@ -88,7 +84,6 @@ _CLASSIC = re.compile(
 _V1 = re.compile(r"^/openai/v1/(?P<op>chat/completions|completions|embeddings)$")
 _INNER_KEY = "inner"
 _SAFE = {"filtered": False, "severity": "safe"}
-_log = logging.getLogger(__name__)
 _encoder = msgspec.json.Encoder()
 
 
@@ -125,56 +120,38 @@ def content_filter_error(category: str = "violence") -> dict[str, Any]:
     return {"error": error | {"status": 400, "innererror": inner}}
 
 
-class FakeAzure:
-    """The ASGI app and what tests observe: ``requests`` (paths without the query)."""
+class FakeAzure(server.FakeServer[Respond]):
+    """The ASGI app and what tests observe: ``requests`` (paths without the query).
+
+    ``script(*answers)`` queues `Respond` answers for the next requests that pass routing and
+    auth, FIFO; ``unused_script`` (also ``unused_faults``) lists those not consumed yet.
+    """
 
     def __init__(self, api_key: str, deployments: Mapping[str, str]) -> None:
+        super().__init__()
         self.api_key = api_key
         self.deployments = dict(deployments)
-        self.base_url = ""
-        self.requests: list[RecordedRequest] = []
-        self._scripted: list[Respond] = []
-
-    def script(self, *answers: Respond) -> None:
-        """Queue ``answers`` for the next requests that pass routing and auth, FIFO."""
-        self._scripted.extend(answers)
 
     @property
     def unused_script(self) -> list[Respond]:
-        return list(self._scripted)
+        return self.unused_faults
 
-    async def __call__(
-        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
-    ) -> None:
-        if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
-        elif scope["type"] == "http":
-            await self._http(scope, receive, send)
-
-    async def _http(
+    async def handle(
         self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
-        request = _record(scope, await _read_body(receive))
-        seq = len(self.requests)
-        self.requests.append(request)
+        request, seq = self.record(scope, await server.read_body(receive) or b"")
         try:
             answer = self.answer(request, seq)
         except AzureError as error:
             answer = error.reply
-        if isinstance(answer, SseReply):
-            await _stream(send, answer, seq)
-        elif isinstance(answer, Respond):
-            raw = answer.body if isinstance(answer.body, bytes) else _encoder.encode(answer.body)
-            await _json(send, JsonReply(answer.status, raw), answer.headers, seq)
-        else:
-            await _json(send, answer, {}, seq)
+        await _send(send, answer, {"apim-request-id": f"apim-{seq}", "x-ms-region": "Fake Region"})
 
     def answer(self, request: RecordedRequest, seq: int) -> Reply | Respond:
         """Route, authenticate, then a scripted answer or the normal one (sans-IO)."""
         query = parse_qs(request.query)
         if request.method == "GET" and request.path in ("/openai/models", "/openai/v1/models"):
             self._check(request, query, v1=request.path.startswith("/openai/v1/"))
-            return self._scripted_or(self._models)
+            return self._scripted_or(request.path, self._models)
         classic, v1 = _CLASSIC.match(request.path), _V1.match(request.path)
         if request.method != "POST" or not (classic or v1):
             raise AzureError(404, "404", "Resource not found")
@@ -186,7 +163,7 @@ class FakeAzure:
             deployment, op = _model_of(request.body), v1["op"]
         if deployment not in self.deployments:
             raise AzureError(404, "DeploymentNotFound", NO_DEPLOYMENT)
-        return self._scripted_or(lambda: self._reply(request, op, deployment, seq))
+        return self._scripted_or(request.path, lambda: self._reply(request, op, deployment, seq))
 
     def _check(self, request: RecordedRequest, query: dict[str, list[str]], *, v1: bool) -> None:
         if not v1 and not query.get("api-version", [""])[0]:
@@ -200,8 +177,9 @@ class FakeAzure:
         if key != self.api_key:
             raise AzureError(401, "401", INVALID_KEY)
 
-    def _scripted_or(self, normal: Callable[[], Reply]) -> Reply | Respond:
-        return self._scripted.pop(0) if self._scripted else normal()
+    def _scripted_or(self, path: str, normal: Callable[[], Reply]) -> Reply | Respond:
+        scripted = self.take_fault(path)
+        return normal() if scripted is None else scripted
 
     def _models(self) -> Reply:
         data = [
@@ -243,18 +221,9 @@ async def open_fake_azure(
 ) -> AsyncIterator[FakeAzure]:
     """Serve a `FakeAzure` on 127.0.0.1 (random port) until the block exits."""
     fake = FakeAzure(api_key, deployments)
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.errorlog = _log
-    config.include_server_header = False
-    config.keep_alive_timeout = 120
-    async with trio.open_nursery() as nursery:
-        binds: list[str] = await nursery.start(partial(serve, fake, config, mode="asgi"))
-        fake.base_url = binds[0]
-        try:
-            yield fake
-        finally:
-            nursery.cancel_scope.cancel()
+    async with server.open_loopback_server(fake) as base_url:
+        fake.base_url = base_url
+        yield fake
 
 
 # --- dressing OpenAI bodies as Azure's --------------------------------------------------------
@@ -299,63 +268,15 @@ def _dress_stream(reply: SseReply) -> SseReply:
     return SseReply(tuple(events))
 
 
-# --- ASGI -------------------------------------------------------------------------------------
+# --- ASGI ---------------------------------------------------------------------------------------
 
 
-async def _json(
-    send: ASGISendCallable, answer: JsonReply, headers: Mapping[str, str], seq: int
-) -> None:
-    fields = {"content-type": "application/json", "content-length": str(len(answer.body))}
-    await _head(send, answer.status, fields | dict(headers), seq)
-    await send({"type": "http.response.body", "body": answer.body, "more_body": False})
-
-
-async def _stream(send: ASGISendCallable, answer: SseReply, seq: int) -> None:
-    await _head(send, 200, {"content-type": "text/event-stream; charset=utf-8"}, seq)
-    for event in answer.events:
-        await send({"type": "http.response.body", "body": event, "more_body": True})
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-async def _head(send: ASGISendCallable, status: int, headers: Mapping[str, str], seq: int) -> None:
-    fields = {"apim-request-id": f"apim-{seq}", "x-ms-region": "Fake Region", **headers}
-    encoded = [(name.lower().encode(), value.encode()) for name, value in fields.items()]
-    await send(
-        {"type": "http.response.start", "status": status, "headers": encoded, "trailers": False}
-    )
-
-
-async def _read_body(receive: ASGIReceiveCallable) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return b""
-        if message["type"] == "http.request":
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                return b"".join(chunks)
-
-
-def _record(scope: HTTPScope, body: bytes) -> RecordedRequest:
-    headers: dict[str, str] = {}
-    for raw_name, raw_value in scope["headers"]:
-        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
-        headers[name] = f"{headers[name]}, {value}" if name in headers else value
-    return RecordedRequest(
-        method=scope["method"],
-        path=scope["path"],
-        query=scope["query_string"].decode("latin-1"),
-        headers=headers,
-        body=body,
-    )
-
-
-async def _lifespan(receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+async def _send(send: ASGISendCallable, answer: Reply | Respond, head: Mapping[str, str]) -> None:
+    if isinstance(answer, SseReply):
+        fields = {**head, "content-type": "text/event-stream; charset=utf-8"}
+        await server.send_response(send, 200, fields, answer.events)
+        return
+    body = answer.raw_body() if isinstance(answer, Respond) else answer.body
+    extra = answer.headers if isinstance(answer, Respond) else {}
+    fields = {"content-type": "application/json", "content-length": str(len(body))}
+    await server.send_response(send, answer.status, {**head, **fields, **extra}, [body])

@@ -34,19 +34,37 @@ streams some lines then drops the connection (no chunked terminator).
 from __future__ import annotations
 
 import hashlib
-import logging
 import struct
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from functools import partial
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
-from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope
+
+from tests.fakes import server
+from tests.fakes.server import RecordedRequest, Respond
+
+__all__ = [
+    "CREATED_AT",
+    "DEFAULT_MODELS",
+    "DIMENSIONS",
+    "DURATIONS",
+    "NDJSON",
+    "ROLES",
+    "Answer",
+    "Cut",
+    "ErrorLine",
+    "FakeOllama",
+    "Fault",
+    "RecordedRequest",
+    "Rejected",
+    "Respond",
+    "answer",
+    "embedding_vector",
+    "open_fake_ollama",
+]
 
 DEFAULT_MODELS = ("llama3.2:latest", "qwen3:8b", "nomic-embed-text:latest")
 CREATED_AT = "2024-01-01T00:00:00Z"
@@ -60,27 +78,7 @@ DURATIONS = {
 ROLES = frozenset({"system", "user", "assistant", "tool"})
 NDJSON = "application/x-ndjson"
 
-_log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RecordedRequest:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return msgspec.json.decode(self.body)
-
-
-@dataclass(frozen=True)
-class Respond:
-    """Answer with ``status`` and ``body`` (bytes as they are, anything else as JSON)."""
-
-    status: int
-    body: object = b""
-    headers: Mapping[str, str] = field(default_factory=dict)
+_JSON = "application/json; charset=utf-8"
 
 
 @dataclass(frozen=True)
@@ -287,110 +285,49 @@ _ROUTES = {"/api/chat": _chat, "/api/generate": _generate, "/api/embed": _embed}
 # --- the server (I/O) -------------------------------------------------------------------------
 
 
-class FakeOllama:
-    """The ASGI app, and what tests observe: ``requests`` and ``unused_faults``."""
+class FakeOllama(server.FakeServer[Fault]):
+    """The ASGI app, and what tests observe: ``requests`` and ``unused_faults``.
+
+    ``script(*faults)`` queues faults for the next valid requests, first in first out.
+    """
 
     def __init__(self, models: Collection[str]) -> None:
+        super().__init__()
         self.models = models
-        self.base_url = ""
-        self.requests: list[RecordedRequest] = []
-        self.unused_faults: list[Fault] = []
 
-    def script(self, *faults: Fault) -> None:
-        """Queue ``faults`` for the next valid requests, first in first out."""
-        self.unused_faults.extend(faults)
-
-    async def __call__(
-        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
-    ) -> None:
-        if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
-        elif scope["type"] == "http":
-            await self._http(scope, receive, send)
-
-    async def _http(
+    async def handle(
         self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
-        body = await _read_body(receive)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        self.requests.append(RecordedRequest(scope["method"], scope["path"], headers, body))
-        reply = answer(scope["method"], scope["path"], body, self.models)
+        request, _ = self.record(scope, await server.read_body(receive) or b"")
+        reply = answer(request.method, request.path, request.body, self.models)
         if reply is None:
-            await _send(send, 404, "text/plain; charset=utf-8", [b"404 page not found"])
+            plain = {"content-type": "text/plain; charset=utf-8"}
+            await server.send_response(send, 404, plain, [b"404 page not found"])
             return
-        fault = self.unused_faults.pop(0) if reply.status < 400 and self.unused_faults else None
+        fault = self.take_fault(request.path) if reply.status < 400 else None
         await _perform(send, reply, fault)
 
 
 async def _perform(send: ASGISendCallable, reply: Answer, fault: Fault | None) -> None:
+    ndjson = {"content-type": NDJSON}
     match fault:
-        case Respond(status=status, body=body, headers=headers):
-            raw = body if isinstance(body, bytes) else msgspec.json.encode(body)
-            await _send(send, status, "application/json; charset=utf-8", [raw], headers)
+        case Respond(status=status, headers=headers):
+            fields = {"content-type": _JSON, **headers}
+            await server.send_response(send, status, fields, [fault.raw_body()])
         case ErrorLine(after_lines=count, message=message):
             error = msgspec.json.encode({"error": message}) + b"\n"
-            await _send(send, 200, NDJSON, [*reply.lines[:count], error])
+            await server.send_response(send, 200, ndjson, [*reply.lines[:count], error])
         case Cut(after_lines=count):
-            await _send(send, 200, NDJSON, list(reply.lines[:count]), cut=True)
+            await server.send_response(send, 200, ndjson, reply.lines[:count], cut=True)
         case None:
-            kind = NDJSON if reply.stream else "application/json; charset=utf-8"
-            await _send(send, reply.status, kind, list(reply.lines))
-
-
-async def _send(
-    send: ASGISendCallable,
-    status: int,
-    content_type: str,
-    parts: list[bytes],
-    headers: Mapping[str, str] | None = None,
-    *,
-    cut: bool = False,
-) -> None:
-    fields = {"content-type": content_type, **(headers or {})}
-    encoded = [(name.lower().encode(), value.encode()) for name, value in fields.items()]
-    await send(
-        {"type": "http.response.start", "status": status, "headers": encoded, "trailers": False}
-    )
-    for part in parts:
-        await send({"type": "http.response.body", "body": part, "more_body": True})
-    if not cut:  # returning before the last message makes hypercorn drop the connection
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+            kind = NDJSON if reply.stream else _JSON
+            await server.send_response(send, reply.status, {"content-type": kind}, reply.lines)
 
 
 @asynccontextmanager
 async def open_fake_ollama(models: Collection[str] = DEFAULT_MODELS) -> AsyncIterator[FakeOllama]:
     """Serve a `FakeOllama` on 127.0.0.1 (random port) until the block exits."""
     fake = FakeOllama(models)
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.errorlog = _log
-    config.include_server_header = False
-    config.keep_alive_timeout = 120
-    async with trio.open_nursery() as nursery:
-        binds: list[str] = await nursery.start(partial(serve, fake, config, mode="asgi"))
-        fake.base_url = binds[0]
-        try:
-            yield fake
-        finally:
-            nursery.cancel_scope.cancel()
-
-
-async def _read_body(receive: ASGIReceiveCallable) -> bytes:
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return b"".join(chunks)
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-async def _lifespan(receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+    async with server.open_loopback_server(fake) as base_url:
+        fake.base_url = base_url
+        yield fake

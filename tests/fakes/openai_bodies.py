@@ -40,6 +40,7 @@ from typing import Any
 import msgspec
 
 from tests.fakes import openai_checks as checks
+from tests.fakes.server import RecordedRequest as RecordedRequest  # re-exported
 
 CREATED = 1_700_000_000
 DIMENSIONS = 8
@@ -63,18 +64,6 @@ class SseReply:
 
 
 Reply = JsonReply | SseReply
-
-
-@dataclass(frozen=True)
-class RecordedRequest:
-    method: str
-    path: str
-    query: str
-    headers: dict[str, str]  # lowercased names; repeated headers joined with ", "
-    body: bytes
-
-    def json(self) -> Any:
-        return msgspec.json.decode(self.body)
 
 
 def reply(request: RecordedRequest, *, api_key: str, models: Collection[str], seq: int) -> Reply:

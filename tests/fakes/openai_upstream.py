@@ -26,21 +26,17 @@ returns once n have happened) and cancels the request's work. A request stops co
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from functools import partial
+from dataclasses import dataclass
 
-import msgspec
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
-from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope
 
 from tests.fakes import openai_bodies as bodies
-from tests.fakes.openai_bodies import RecordedRequest
+from tests.fakes import server
 from tests.fakes.openai_checks import error_body
+from tests.fakes.server import RecordedRequest, Respond
 
 __all__ = [
     "DEFAULT_API_KEY",
@@ -59,17 +55,6 @@ __all__ = [
 
 DEFAULT_API_KEY = "sk-upstream-test"
 DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "gpt-3.5-turbo-instruct")
-
-_log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Respond:
-    """Answer with ``status``, ``body`` (bytes as they are, anything else as JSON) and headers."""
-
-    status: int
-    body: object = b""
-    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -105,69 +90,51 @@ class Slow:
 Fault = Respond | Delay | Hang | Cut | Slow
 
 
-class FakeOpenAI:
-    """The ASGI app and what tests observe: ``requests``, ``disconnects``, ``max_in_flight``."""
+class FakeOpenAI(server.FakeServer[Fault]):
+    """The ASGI app and what tests observe: ``requests``, ``disconnects``, ``max_in_flight``.
+
+    ``script(*faults, path=None)`` queues faults for the next valid requests to ``path`` (any
+    path if None), FIFO; ``unused_faults`` lists those not consumed yet.
+    """
 
     def __init__(self, api_key: str, models: Collection[str]) -> None:
+        super().__init__()
         self.api_key = api_key
         self.models = models
-        self.base_url = ""
-        self.requests: list[RecordedRequest] = []
         self.disconnects = 0
         self.in_flight = 0
         self.max_in_flight = 0
-        self._faults: list[tuple[str | None, Fault]] = []
         self._disconnected = trio.Event()
-
-    def script(self, *faults: Fault, path: str | None = None) -> None:
-        """Queue ``faults`` for the next valid requests to ``path`` (any path if None), FIFO."""
-        self._faults.extend((path, fault) for fault in faults)
-
-    @property
-    def unused_faults(self) -> list[Fault]:
-        return [fault for _, fault in self._faults]
 
     async def wait_disconnects(self, count: int = 1) -> None:
         """Return once ``count`` requests in total have lost their client before the end."""
         while self.disconnects < count:
             await self._disconnected.wait()
 
-    async def __call__(
-        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    async def handle(
+        self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
-        if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
-        elif scope["type"] == "http":
-            flight = _InFlight(self)
-            try:
-                await self._http(scope, receive, _Response(send, flight))
-            finally:
-                flight.release()
+        flight = _InFlight(self)
+        try:
+            await self._http(scope, receive, _Response(send, flight))
+        finally:
+            flight.release()
 
     async def _http(
         self, scope: HTTPScope, receive: ASGIReceiveCallable, response: _Response
     ) -> None:
-        body = await _read_body(receive)
+        body = await server.read_body(receive)
         if body is None:
             self._note_disconnect()
             return
-        request = _record(scope, body)
-        seq = len(self.requests)
-        self.requests.append(request)
+        request, seq = self.record(scope, body)
         answer = bodies.reply(request, api_key=self.api_key, models=self.models, seq=seq)
         valid = isinstance(answer, bodies.SseReply) or answer.status < 400
         response.request_id = f"req_{seq}"
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watch, receive, response, nursery.cancel_scope)
-            await response.perform(answer, self._take_fault(request.path) if valid else None)
+            await response.perform(answer, self.take_fault(request.path) if valid else None)
             nursery.cancel_scope.cancel()
-
-    def _take_fault(self, path: str) -> Fault | None:
-        for index, (wanted, fault) in enumerate(self._faults):
-            if wanted is None or wanted == path:
-                del self._faults[index]
-                return fault
-        return None
 
     async def _watch(
         self, receive: ASGIReceiveCallable, response: _Response, scope: trio.CancelScope
@@ -195,19 +162,9 @@ async def open_fake_openai(
     counting as disconnects.
     """
     fake = FakeOpenAI(api_key, models)
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.errorlog = _log
-    config.include_server_header = False
-    # Longer than any test, so a pooled idle connection is never closed under a client's feet.
-    config.keep_alive_timeout = 120
-    async with trio.open_nursery() as nursery:
-        binds: list[str] = await nursery.start(partial(serve, fake, config, mode="asgi"))
-        fake.base_url = f"{binds[0]}/v1"
-        try:
-            yield fake
-        finally:
-            nursery.cancel_scope.cancel()
+    async with server.open_loopback_server(fake) as base_url:
+        fake.base_url = f"{base_url}/v1"
+        yield fake
 
 
 class _InFlight:
@@ -245,9 +202,8 @@ class _Response:
         match fault:
             case Hang():
                 await trio.sleep_forever()
-            case Respond(status=status, body=body, headers=headers):
-                raw = body if isinstance(body, bytes) else msgspec.json.encode(body)
-                await self._json(bodies.JsonReply(status, raw), headers)
+            case Respond():
+                await self._json(bodies.JsonReply(fault.status, fault.raw_body()), fault.headers)
             case Delay(seconds=seconds):
                 await trio.sleep(seconds)
                 await self._answer(answer)
@@ -285,50 +241,9 @@ class _Response:
             await self._finish(answer.body)
 
     async def _head(self, status: int, headers: Mapping[str, str]) -> None:
-        fields = {"x-request-id": self.request_id, **headers}
-        encoded = [(name.encode(), value.encode()) for name, value in fields.items()]
-        await self._send(
-            {"type": "http.response.start", "status": status, "headers": encoded, "trailers": False}
-        )
+        await server.send_head(self._send, status, {"x-request-id": self.request_id, **headers})
 
     async def _finish(self, body: bytes) -> None:
         self.finishing = True
         self._flight.release()
         await self._send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-async def _read_body(receive: ASGIReceiveCallable) -> bytes | None:
-    """The whole request body, or None if the client left first."""
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        if message["type"] == "http.request":
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                return b"".join(chunks)
-
-
-def _record(scope: HTTPScope, body: bytes) -> bodies.RecordedRequest:
-    headers: dict[str, str] = {}
-    for raw_name, raw_value in scope["headers"]:
-        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
-        headers[name] = f"{headers[name]}, {value}" if name in headers else value
-    return bodies.RecordedRequest(
-        method=scope["method"],
-        path=scope["path"],
-        query=scope["query_string"].decode("latin-1"),
-        headers=headers,
-        body=body,
-    )
-
-
-async def _lifespan(receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return

@@ -10,11 +10,12 @@ Two URL styles, relative to the resource endpoint (``https://<resource>.openai.a
   default (e.g. ``preview``), since the v1 API takes no dated versions.
 
 The key goes in ``api-key`` (never ``Authorization``). Bodies pass through as for
-`openai.OpenAIAdapter`; replies too, ``content_filter_results`` and ``prompt_filter_results``
-included. A stream starts with chunks that carry ``"choices": []`` and only
-``prompt_filter_results``: with ``empty_choices="drop"`` they are withheld from the client (and
-kept for the record) by an `sse_filter.StreamFilter`. Errors are turned into OpenAI's shape,
-keeping the status, ``retry-after`` headers and Azure's ``innererror`` (content-filter details).
+`openai.OpenAIAdapter`, our OpenAI-shape extensions stripped unless ``strip_extensions=False``;
+replies too, ``content_filter_results`` and ``prompt_filter_results`` included. A stream starts
+with chunks that carry ``"choices": []`` and only ``prompt_filter_results``: with
+``empty_choices="drop"`` they are withheld from the client (and kept for the record) by an
+`sse_filter.StreamFilter`. Errors are turned into OpenAI's shape, keeping the status,
+``retry-after`` headers and Azure's ``innererror`` (content-filter details).
 docs/providers/azure.md has every mapping.
 """
 
@@ -70,6 +71,7 @@ class AzureAdapter:
         headers: Mapping[str, str] | None = None,
         empty_choices: EmptyChoices = "drop",
         stream_usage: bool = False,
+        strip_extensions: bool = True,
     ) -> None:
         fixed: Headers = [(b"content-type", b"application/json"), (b"accept", b"*/*")]
         if api_key:
@@ -83,6 +85,7 @@ class AzureAdapter:
         self._query = _query(api_version, style)
         self._drop_empty = empty_choices == "drop"
         self._stream_usage = stream_usage
+        self._strip = strip_extensions
 
     def encode_request(self, exchange: Exchange) -> UpstreamRequest:
         deployment = self._deployments.get(exchange.upstream_model, exchange.upstream_model)
@@ -93,7 +96,7 @@ class AzureAdapter:
         else:
             target, model = f"/openai/v1{path}{self._query}", deployment
         inject = self._stream_usage and injects_usage(exchange)
-        body = rewrite(exchange, model, include_usage=inject)
+        body = rewrite(exchange, model, include_usage=inject, strip=self._strip)
         return UpstreamRequest(b"POST", target, request_headers(self._headers, exchange), body)
 
     def decode_response(self, exchange: Exchange, body: bytes) -> bytes:

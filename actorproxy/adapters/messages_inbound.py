@@ -4,28 +4,36 @@ Clients built on the Anthropic SDK call the proxy's ``POST /v1/messages``. ``dec
 turns their body into an OpenAI chat request, which the proxy routes like any other;
 ``encode_response`` turns the OpenAI answer back into an Anthropic ``Message``; ``encode_error``
 and ``error_event`` render the proxy's errors in Anthropic's shape; ``count_tokens`` answers
-``/v1/messages/count_tokens`` with an estimate. Streams are translated by `messages_stream`.
+``/v1/messages/count_tokens`` with an estimate. Answers and errors are mapped by
+`messages_reply`, streams by `messages_stream`.
 
-Thinking travels as the OpenAI-shape extension every Anthropic adapter shares: ``thinking`` on
-the request, ``thinking_blocks`` on assistant messages, ``thinking_blocks`` and
-``reasoning_content`` on answers. docs/providers/messages-inbound.md lists every mapping.
+Thinking and prompt caching travel as the OpenAI-shape extensions every Anthropic adapter shares:
+``thinking`` on the request, ``thinking_blocks`` on assistant messages, ``cache_control`` on text
+parts. docs/providers/messages-inbound.md lists every mapping.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import NoReturn, TypeVar
+from typing import NoReturn
 
 import msgspec
 from msgspec import UNSET, UnsetType
 
 from actorproxy import errors
-from actorproxy.adapters import messages_stream as answer
-from actorproxy.adapters.messages_stream import encode_error, error_event
+from actorproxy.adapters.messages_reply import (
+    IMAGE_TOKENS,
+    count_tokens,
+    decode_body,
+    encode_error,
+    encode_response,
+    encoder,
+    error_event,
+)
 from actorproxy.schema import anthropic, openai
 
 __all__ = [
+    "IMAGE_TOKENS",
     "InboundRequest",
     "count_tokens",
     "decode_request",
@@ -34,27 +42,50 @@ __all__ = [
     "error_event",
 ]
 
-T = TypeVar("T")
-
-IMAGE_TOKENS = 1600  # count_tokens: Anthropic's cost of a ~1.15 megapixel image, the largest
-DOCUMENT_TOKENS = 3000  # count_tokens: a PDF or URL document, whose pages we cannot see
-MESSAGE_TOKENS = 4  # count_tokens: what each turn adds besides its content
-
-NOT_JSON = "We could not parse the JSON body of your request. The body must be a JSON object."
 _TOOL_CHOICES = {"auto": "auto", "any": "required", "none": "none"}
 
-# --- the OpenAI request built here --------------------------------------------------------------
+# --- the OpenAI request built here ----------------------------------------------------------------
+
+
+class CacheControl(msgspec.Struct, kw_only=True):
+    """A prompt-caching breakpoint on a text part (our extension); ``type`` is always written."""
+
+    type: str
+    ttl: str | UnsetType = UNSET
+
+
+class TextPart(msgspec.Struct, tag_field="type", tag="text"):
+    text: str
+    cache_control: CacheControl | UnsetType = UNSET
+
+
+UserPart = TextPart | openai.ImagePart
+Cache = CacheControl | UnsetType
+Content = str | list[TextPart]
+
+
+class SystemMessage(msgspec.Struct, tag_field="role", tag="system"):
+    content: Content
+
+
+class UserMessage(msgspec.Struct, tag_field="role", tag="user"):
+    content: str | list[UserPart]
+
+
+class ToolMessage(msgspec.Struct, tag_field="role", tag="tool"):
+    content: Content
+    tool_call_id: str
 
 
 class AssistantMessage(msgspec.Struct, tag_field="role", tag="assistant"):
-    content: str | None
+    content: Content | None
     tool_calls: list[openai.ToolCall] | UnsetType = UNSET
     thinking_blocks: list[anthropic.ThinkingBlock | anthropic.RedactedThinkingBlock] | UnsetType = (
         UNSET
     )
 
 
-Message = openai.SystemMessage | openai.UserMessage | AssistantMessage | openai.ToolMessage
+Message = SystemMessage | UserMessage | AssistantMessage | ToolMessage
 
 
 class FunctionName(msgspec.Struct):
@@ -95,22 +126,15 @@ class InboundRequest:
     stream: bool
 
 
-class TokenCount(msgspec.Struct):
-    input_tokens: int
-
-
-encoder = msgspec.json.Encoder()
 _request_decoder = msgspec.json.Decoder(anthropic.MessagesRequest)
-_count_decoder = msgspec.json.Decoder(anthropic.CountTokensRequest)
-_object_decoder = msgspec.json.Decoder(dict[str, object])
 
-# --- requests -----------------------------------------------------------------------------------
+# --- requests -------------------------------------------------------------------------------------
 
 
 def decode_request(body: bytes) -> InboundRequest:
     """The OpenAI chat request for a ``/v1/messages`` body; ``errors.InvalidRequest`` (400, its
     ``CannotExpress`` subclass for what the OpenAI shape cannot carry) otherwise."""
-    request = _decode(_request_decoder, body)
+    request = decode_body(_request_decoder, body)
     tools = _tools(request.tools)
     tool_choice, parallel = _tool_choice(request.tool_choice) if tools else (UNSET, UNSET)
     stream = request.stream is True
@@ -133,19 +157,31 @@ def decode_request(body: bytes) -> InboundRequest:
     return InboundRequest(openai_body=encoder.encode(chat), model=request.model, stream=stream)
 
 
-def _decode(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
-    try:
-        return decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise errors.invalid_body(exc) from None
-    except msgspec.DecodeError:
-        raise errors.InvalidRequest(NOT_JSON) from None
-
-
 def _system(system: str | list[anthropic.TextBlock] | UnsetType) -> list[Message]:
-    """One system message; text blocks are joined, since not every upstream takes a list here."""
-    text = system if isinstance(system, str) else "\n\n".join(b.text for b in system or ())
-    return [openai.SystemMessage(content=text)] if text else []
+    """One system message, its blocks joined unless one is a cache breakpoint."""
+    if isinstance(system, str):
+        content: Content = system
+    else:
+        content = _joined([_text_part(block) for block in system or ()], "\n\n")
+    return [SystemMessage(content)] if content else []
+
+
+def _text_part(block: anthropic.TextBlock) -> TextPart:
+    return TextPart(block.text, _cache(block.cache_control))
+
+
+def _cache(marker: anthropic.CacheControl | UnsetType | None) -> Cache:
+    if isinstance(marker, anthropic.CacheControl):
+        return CacheControl(type=marker.type, ttl=marker.ttl)
+    return UNSET
+
+
+def _joined(parts: list[TextPart], separator: str) -> Content:
+    """The texts as one string, which every upstream takes; the parts when one has a cache
+    breakpoint, since a string cannot carry it."""
+    if any(part.cache_control is not UNSET for part in parts):
+        return parts
+    return separator.join(part.text for part in parts)
 
 
 def _tools(tools: list[anthropic.Tool] | UnsetType) -> list[openai.Tool]:
@@ -187,14 +223,17 @@ def _messages(params: list[anthropic.MessageParam]) -> list[Message]:
 def _user_turn(content: str | list[anthropic.RequestBlock], where: str) -> list[Message]:
     """Tool results first, one ``tool`` message each, then the turn's other content."""
     if isinstance(content, str):
-        return [openai.UserMessage(content=content)]
+        return [UserMessage(content)]
     results: list[Message] = []
-    parts: list[openai.UserPart] = []
+    parts: list[UserPart] = []
     for number, block in enumerate(content):
         at = f"{where}[{number}]"
         if isinstance(block, anthropic.ToolResultBlock):
             texts, images = _result_parts(block.content, f"{at}.content")
-            results.append(openai.ToolMessage("\n".join(texts), block.tool_use_id))
+            marker = _cache(block.cache_control)
+            if texts and marker:  # a breakpoint after the result goes on its last text
+                texts[-1].cache_control = marker
+            results.append(ToolMessage(_joined(texts, "\n"), block.tool_use_id))
             parts.extend(images)  # an OpenAI tool message carries text only
         elif isinstance(
             block, anthropic.TextBlock | anthropic.ImageBlock | anthropic.DocumentBlock
@@ -203,27 +242,30 @@ def _user_turn(content: str | list[anthropic.RequestBlock], where: str) -> list[
         else:
             _invalid(f"A user turn cannot hold '{_tag(block)}' blocks.", at)
     if parts or not results:
-        results.append(openai.UserMessage(_user_content(parts)))
+        results.append(UserMessage(_user_content(parts)))
     return results
 
 
-def _user_content(parts: list[openai.UserPart]) -> str | list[openai.UserPart]:
-    """A lone text part as a plain string, which every upstream takes."""
+def _user_content(parts: list[UserPart]) -> str | list[UserPart]:
+    """A lone text part as a plain string, which every upstream takes, unless it is cached."""
     if not parts:
         return ""
     first = parts[0]
-    return first.text if len(parts) == 1 and isinstance(first, openai.TextPart) else parts
+    if len(parts) == 1 and isinstance(first, TextPart) and first.cache_control is UNSET:
+        return first.text
+    return parts
 
 
 def _user_part(
     block: anthropic.TextBlock | anthropic.ImageBlock | anthropic.DocumentBlock, at: str
-) -> openai.TextPart | openai.ImagePart:
+) -> UserPart:
+    """The part for ``block``; an image's cache breakpoint has no place in an ``image_url``."""
     if isinstance(block, anthropic.TextBlock):
-        return openai.TextPart(block.text)
+        return _text_part(block)
     if isinstance(block, anthropic.ImageBlock):
         return openai.ImagePart(openai.ImageURL(_image_url(block.source, f"{at}.source")))
     if block.source.type == "text" and isinstance(block.source.data, str):
-        return openai.TextPart(block.source.data)
+        return TextPart(block.source.data, _cache(block.cache_control))
     message = f"A '{block.source.type}' document has no OpenAI chat equivalent; send it as text."
     raise errors.CannotExpress(message, param=f"{at}.source.type")
 
@@ -244,15 +286,15 @@ def _result_parts(
     | list[anthropic.TextBlock | anthropic.ImageBlock | anthropic.DocumentBlock]
     | UnsetType,
     where: str,
-) -> tuple[list[str], list[openai.ImagePart]]:
+) -> tuple[list[TextPart], list[openai.ImagePart]]:
     """A tool result's texts, and its images (which go to the user message after it)."""
     if isinstance(content, str):
-        return [content], []
+        return [TextPart(content)], []
     texts, images = [], []
     for number, block in enumerate(content or ()):
         part = _user_part(block, f"{where}[{number}]")
-        if isinstance(part, openai.TextPart):
-            texts.append(part.text)
+        if isinstance(part, TextPart):
+            texts.append(part)
         else:
             images.append(part)
     return texts, images
@@ -261,12 +303,12 @@ def _result_parts(
 def _assistant_turn(content: str | list[anthropic.RequestBlock], where: str) -> AssistantMessage:
     if isinstance(content, str):
         return AssistantMessage(content)
-    texts: list[str] = []
+    texts: list[TextPart] = []
     calls: list[openai.ToolCall] = []
     thinking: list[anthropic.ThinkingBlock | anthropic.RedactedThinkingBlock] = []
     for number, block in enumerate(content):
         if isinstance(block, anthropic.TextBlock):
-            texts.append(block.text)
+            texts.append(_text_part(block))
         elif isinstance(block, anthropic.ToolUseBlock):
             arguments = encoder.encode(block.input).decode()
             calls.append(openai.ToolCall(block.id, openai.FunctionCall(block.name, arguments)))
@@ -274,7 +316,7 @@ def _assistant_turn(content: str | list[anthropic.RequestBlock], where: str) -> 
             thinking.append(block)
         else:
             _invalid(f"An assistant turn cannot hold '{_tag(block)}' blocks.", f"{where}[{number}]")
-    text = "".join(texts)
+    text = _joined(texts, "")
     return AssistantMessage(
         content=text if text or not calls else None,
         tool_calls=calls or UNSET,
@@ -288,111 +330,3 @@ def _tag(block: msgspec.Struct) -> str:
 
 def _invalid(message: str, param: str) -> NoReturn:
     raise errors.InvalidRequest(message, param=param)
-
-
-# --- answers ------------------------------------------------------------------------------------
-
-
-def encode_response(openai_body: bytes, *, model: str) -> bytes:
-    """The Anthropic ``Message`` for an OpenAI ``chat.completion``; only ``choices[0]`` is used.
-
-    ``errors.CannotUnderstand`` (502) when the body is not a chat completion.
-    """
-    try:
-        view = answer.reply_decoder.decode(openai_body)
-    except msgspec.DecodeError as exc:
-        raise errors.CannotUnderstand(f"The upstream sent an invalid reply: {exc}") from None
-    choice = answer.first_choice(view.choices)
-    if choice is None or choice.message is None:
-        raise errors.CannotUnderstand("The upstream sent a chat completion without a message.")
-    message, identifier = choice.message, answer.message_id(view.id)
-    calls = [_tool_use(call, identifier, n) for n, call in enumerate(message.tool_calls or ())]
-    text = answer.message_text(message) or message.refusal
-    finish, matched = choice.finish_reason, choice.stop_reason
-    reason, sequence = answer.stop_reason(finish, matched, tools=bool(calls))
-    reply = answer.Reply(
-        id=identifier,
-        model=model,
-        content=[*_thinking_blocks(message), *_text_block(text), *calls],
-        stop_reason=reason,
-        stop_sequence=sequence,
-        usage=answer.usage(view.usage),
-    )
-    return encoder.encode(reply)
-
-
-def _text_block(text: str | None) -> list[anthropic.Block]:
-    return [anthropic.Block(type="text", text=text)] if text else []
-
-
-def _thinking_blocks(message: answer.MessageView) -> list[anthropic.Block]:
-    """The ``thinking_blocks``, else the reasoning text as one block with an empty signature."""
-    if message.thinking_blocks:
-        blocks = (answer.thinking_block(view) for view in message.thinking_blocks)
-        return [block for block in blocks if block is not None]
-    text = message.reasoning_content or message.reasoning
-    return [anthropic.Block(type="thinking", thinking=text, signature="")] if text else []
-
-
-def _tool_use(call: answer.ToolCallView, message: str, number: int) -> anthropic.Block:
-    function = call.function or answer.FunctionView()
-    return anthropic.Block(
-        type="tool_use",
-        id=call.id or answer.tool_id(message, number),
-        name=function.name or "",
-        input=_tool_input(function.arguments or ""),
-    )
-
-
-def _tool_input(arguments: str) -> dict[str, object]:
-    """The arguments as an object: ``{}`` when blank, ``{"_raw": text}`` when not a JSON object."""
-    if not arguments.strip():
-        return {}
-    try:
-        return _object_decoder.decode(arguments)
-    except msgspec.DecodeError:
-        return {"_raw": arguments}
-
-
-# --- count_tokens -------------------------------------------------------------------------------
-
-
-def count_tokens(body: bytes) -> bytes:
-    """``{"input_tokens": N}`` for a ``/v1/messages/count_tokens`` body: an estimate (UTF-8
-    bytes / 4 over the text, plus fixed costs), the same for the same body."""
-    request = _decode(_count_decoder, body)
-    system = request.system
-    texts = [system] if isinstance(system, str) else [block.text for block in system or ()]
-    fixed = MESSAGE_TOKENS * len(request.messages)
-    for tool in request.tools or ():
-        schema = encoder.encode(tool.input_schema).decode() if tool.input_schema else ""
-        texts.extend((tool.name, tool.description or "", schema))
-    for message in request.messages:
-        if isinstance(message.content, str):
-            texts.append(message.content)
-        else:
-            fixed += sum(_block_cost(block, texts) for block in message.content)
-    size = sum(len(text.encode()) for text in texts)
-    return encoder.encode(TokenCount(fixed + math.ceil(size / answer.BYTES_PER_TOKEN)))
-
-
-def _block_cost(block: anthropic.RequestBlock, texts: list[str]) -> int:
-    """The fixed cost of ``block``; its text goes to ``texts``."""
-    if isinstance(block, anthropic.TextBlock):
-        texts.append(block.text)
-    elif isinstance(block, anthropic.ImageBlock):
-        return IMAGE_TOKENS
-    elif isinstance(block, anthropic.DocumentBlock):
-        if block.source.type != "text":
-            return DOCUMENT_TOKENS
-        texts.append(block.source.data or "")
-    elif isinstance(block, anthropic.ToolUseBlock):
-        texts.extend((block.name, encoder.encode(block.input).decode()))
-    elif isinstance(block, anthropic.ToolResultBlock):
-        if isinstance(block.content, str):
-            texts.append(block.content)
-            return 0
-        return sum(_block_cost(part, texts) for part in block.content or ())
-    elif isinstance(block, anthropic.ThinkingBlock):
-        texts.append(block.thinking)
-    return 0

@@ -1,10 +1,8 @@
-"""OpenAI chat answers as Anthropic ones: the shared mapping, errors, and the stream encoder.
+"""An OpenAI chat-completion event stream as Anthropic's ``/v1/messages`` event stream.
 
-An OpenAI answer (a ``chat.completion`` or one stream chunk) is read through lenient views and
-mapped piece by piece: thinking, text and tool_use blocks, ``stop_reason``, ``usage``, errors.
-`messages_inbound.encode_response` builds whole ``Message`` bodies from these pieces;
-``MessagesStreamEncoder`` turns an OpenAI SSE chunk stream into Anthropic's event stream.
-docs/providers/messages-inbound.md lists every mapping.
+``MessagesStreamEncoder`` reads each OpenAI chunk through `messages_reply`'s views and maps it
+with the pieces whole answers use too (thinking, text, tool_use, ``stop_reason``, ``usage``,
+errors). docs/providers/messages-inbound.md lists every mapping.
 """
 
 from __future__ import annotations
@@ -14,32 +12,35 @@ import math
 import msgspec
 
 from actorproxy import errors
+from actorproxy.adapters.messages_reply import (
+    BYTES_PER_TOKEN,
+    ERROR_TYPES,
+    ChoiceView,
+    ErrorView,
+    FunctionView,
+    MessageView,
+    Reply,
+    ThinkingView,
+    ToolCallView,
+    Usage,
+    UsageView,
+    encoder,
+    error_event,
+    first_choice,
+    message_id,
+    message_text,
+    reply_decoder,
+    stop_reason,
+    thinking_block,
+    tool_id,
+    usage,
+)
 from actorproxy.adapters.sse import ServerSentEvent, SSEDecoder
 from actorproxy.schema import anthropic
 
-BYTES_PER_TOKEN = 4  # the output_tokens estimate when the upstream reported no usage
-OVERLOADED = 529  # what Anthropic answers when it is overloaded; the proxy's 503s become it
-_STOP_REASONS = {
-    "stop": "end_turn",
-    "length": "max_tokens",
-    "tool_calls": "tool_use",
-    "function_call": "tool_use",
-    "content_filter": "refusal",
-}
-_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    500: "api_error",
-    504: "timeout_error",
-    529: "overloaded_error",
-}
 # The status an ``{"error": ...}`` frame in a stream stands for, by its OpenAI or Anthropic type.
 _FRAME_TYPES = {
-    **{kind: status for status, kind in _ERROR_TYPES.items()},
+    **{kind: status for status, kind in ERROR_TYPES.items()},
     "requests": 429,
     "server_error": 500,
     "upstream_error": 502,
@@ -47,194 +48,8 @@ _FRAME_TYPES = {
     "timeout": 504,
 }
 
-# --- the OpenAI answer, as read here (also each stream chunk) -----------------------------------
 
-
-class FunctionView(msgspec.Struct):
-    name: str | None = None
-    arguments: str | None = None
-
-
-class ToolCallView(msgspec.Struct):
-    index: int | None = None
-    id: str | None = None
-    function: FunctionView | None = None
-
-
-class ThinkingView(msgspec.Struct):
-    type: str = "thinking"
-    thinking: str | None = None
-    signature: str | None = None
-    data: str | None = None
-
-
-class PartView(msgspec.Struct):
-    type: str = "text"
-    text: str | None = None
-
-
-class MessageView(msgspec.Struct):
-    """A message, or a stream chunk's delta; ``reasoning`` is what vLLM and OpenRouter send."""
-
-    content: str | list[PartView] | None = None
-    refusal: str | None = None
-    reasoning_content: str | None = None
-    reasoning: str | None = None
-    thinking_blocks: list[ThinkingView] | None = None
-    tool_calls: list[ToolCallView] | None = None
-
-
-class ChoiceView(msgspec.Struct):
-    index: int = 0
-    message: MessageView | None = None
-    delta: MessageView | None = None
-    finish_reason: str | None = None
-    stop_reason: str | int | None = None  # vLLM: the stop string (or token id) that ended it
-
-
-class DetailsView(msgspec.Struct):
-    cached_tokens: int | None = None
-
-
-class UsageView(msgspec.Struct):
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    prompt_tokens_details: DetailsView | None = None
-
-
-class ErrorView(msgspec.Struct):
-    message: str | None = None
-    type: str | None = None
-    param: str | None = None
-    code: str | int | None = None
-
-
-class ReplyView(msgspec.Struct):
-    id: str = ""
-    choices: list[ChoiceView] = msgspec.field(default_factory=list)
-    usage: UsageView | None = None
-    error: ErrorView | None = None
-
-
-# --- the Anthropic answer (nulls written out, as Anthropic does) ---------------------------------
-
-
-class Usage(msgspec.Struct, kw_only=True):
-    input_tokens: int
-    cache_creation_input_tokens: int = 0
-    cache_read_input_tokens: int = 0
-    output_tokens: int
-
-
-class Reply(msgspec.Struct, kw_only=True):
-    id: str
-    type: str = "message"
-    role: str = "assistant"
-    model: str
-    content: list[anthropic.Block]
-    stop_reason: str | None = None
-    stop_sequence: str | None = None
-    usage: Usage
-
-
-def first_choice(choices: list[ChoiceView]) -> ChoiceView | None:
-    return next((choice for choice in choices if choice.index == 0), None)
-
-
-def message_id(openai_id: str) -> str:
-    """``msg_`` + the OpenAI id without ``chatcmpl-``; an id already ``msg_...`` is kept."""
-    bare = openai_id.removeprefix("chatcmpl-")
-    return bare if bare.startswith("msg_") else "msg_" + bare
-
-
-def message_text(message: MessageView) -> str:
-    if isinstance(message.content, list):
-        return "".join(part.text or "" for part in message.content if part.type == "text")
-    return message.content or ""
-
-
-def thinking_block(view: ThinkingView) -> anthropic.Block | None:
-    if view.type == "redacted_thinking":
-        return anthropic.Block(type="redacted_thinking", data=view.data or "")
-    if view.type == "thinking":
-        thinking, signature = view.thinking or "", view.signature or ""
-        return anthropic.Block(type="thinking", thinking=thinking, signature=signature)
-    return None
-
-
-def tool_id(message: str, number: int) -> str:
-    """An id for a tool call the upstream sent without one, unique across the conversation."""
-    return f"toolu_{message.removeprefix('msg_')}_{number}"
-
-
-def stop_reason(
-    finish: str | None, matched: str | int | None, *, tools: bool
-) -> tuple[str, str | None]:
-    """``stop_reason`` and ``stop_sequence`` for an OpenAI ``finish_reason``."""
-    reason = _STOP_REASONS.get(finish or "stop", "end_turn")
-    if reason == "end_turn" and tools:
-        return "tool_use", None
-    if reason == "end_turn" and isinstance(matched, str):
-        return "stop_sequence", matched
-    return reason, None
-
-
-def usage(view: UsageView | None) -> Usage:
-    view = view or UsageView()
-    cached = (view.prompt_tokens_details or DetailsView()).cached_tokens or 0
-    return Usage(
-        input_tokens=max((view.prompt_tokens or 0) - cached, 0),
-        cache_read_input_tokens=cached,
-        output_tokens=view.completion_tokens or 0,
-    )
-
-
-# --- errors -------------------------------------------------------------------------------------
-
-
-class ErrorDetail(msgspec.Struct):
-    type: str
-    message: str
-
-
-class ErrorReply(msgspec.Struct, kw_only=True):
-    type: str = "error"
-    error: ErrorDetail
-
-
-def error_status(status: int) -> tuple[int, str]:
-    """The Anthropic status and error type for one of the proxy's statuses."""
-    if status == 503:
-        status = OVERLOADED
-    if status in _ERROR_TYPES:
-        return status, _ERROR_TYPES[status]
-    if 400 <= status < 500:
-        return status, "invalid_request_error"
-    return (status, "api_error") if 500 <= status < 600 else (500, "api_error")
-
-
-def encode_error(error: errors.ProxyError) -> tuple[int, bytes]:
-    """The status and Anthropic error body for ``error``; its ``headers`` still apply."""
-    status, kind = error_status(error.status)
-    detail = ErrorDetail(type=kind, message=error.message or f"HTTP {error.status}")
-    return status, _encoder.encode(ErrorReply(error=detail))
-
-
-def error_event(error: errors.ProxyError) -> bytes:
-    """The ``error`` event that ends a stream which has already started."""
-    return b"event: error\ndata: " + encode_error(error)[1] + b"\n\n"
-
-
-def frame_error(view: ErrorView) -> errors.ProxyError:
-    """The error an ``{"error": ...}`` frame in the stream stands for (the proxy's own, or one
-    an upstream sent mid-stream)."""
-    kind = view.type or "server_error"
-    message = view.message or "The upstream failed during the stream."
-    body = errors.ErrorBody(message=message, type=kind, param=view.param, code=view.code)
-    return errors.UpstreamHTTPError(_FRAME_TYPES.get(kind, 500), body, [])
-
-
-# --- the stream ---------------------------------------------------------------------------------
+# --- the Anthropic events written here ------------------------------------------------------------
 
 
 class MessageStart(msgspec.Struct, tag="message_start"):
@@ -259,9 +74,7 @@ class MessageDelta(msgspec.Struct, tag="message_delta"):
 
 
 Key = int | str  # a tool call's OpenAI index, else its id
-
-_encoder = msgspec.json.Encoder()
-reply_decoder = msgspec.json.Decoder(ReplyView)
+_THINKING = anthropic.Block(type="thinking", thinking="", signature="")  # an opening block
 
 
 class MessagesStreamEncoder:
@@ -365,7 +178,7 @@ class MessagesStreamEncoder:
 
     def _thinking(self, text: str) -> None:
         if self._open != "thinking":
-            self._start("thinking", anthropic.Block(type="thinking", thinking="", signature=""))
+            self._start("thinking", _THINKING)
         self._delta(anthropic.Delta(type="thinking_delta", thinking=text))
         self._bytes += len(text.encode())
 
@@ -379,7 +192,7 @@ class MessagesStreamEncoder:
         elif self._open != "thinking" and view.thinking:
             self._thinking(view.thinking)
         elif self._open != "thinking":
-            self._start("thinking", anthropic.Block(type="thinking", thinking="", signature=""))
+            self._start("thinking", _THINKING)
         if view.signature and block.type == "thinking":
             self._delta(anthropic.Delta(type="signature_delta", signature=view.signature))
         self._close()
@@ -441,7 +254,7 @@ class MessagesStreamEncoder:
 
     def _emit(self, event: msgspec.Struct) -> None:
         name = str(event.__struct_config__.tag).encode()
-        self._out.append(b"event: " + name + b"\ndata: " + _encoder.encode(event) + b"\n\n")
+        self._out.append(b"event: " + name + b"\ndata: " + encoder.encode(event) + b"\n\n")
 
 
 def _key(call: ToolCallView, last: Key | None, number: int) -> Key:
@@ -451,3 +264,12 @@ def _key(call: ToolCallView, last: Key | None, number: int) -> Key:
     if call.id:
         return call.id
     return number if last is None else last
+
+
+def frame_error(view: ErrorView) -> errors.ProxyError:
+    """The error an ``{"error": ...}`` frame in the stream stands for (the proxy's own, or one
+    an upstream sent mid-stream)."""
+    kind = view.type or "server_error"
+    message = view.message or "The upstream failed during the stream."
+    body = errors.ErrorBody(message=message, type=kind, param=view.param, code=view.code)
+    return errors.UpstreamHTTPError(_FRAME_TYPES.get(kind, 500), body, [])

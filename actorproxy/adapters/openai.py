@@ -8,6 +8,12 @@ With ``stream_usage=True`` (the upstream understands ``stream_options``) a strea
 legacy completion whose client did not ask for ``stream_options.include_usage`` gets it anyway,
 so the dataset records the upstream's own token counts; the usage chunk is then withheld from
 the client by an `sse_filter.StreamFilter`. Every other stream passes through untouched.
+
+With ``strip_extensions=True`` (the default) our OpenAI-shape extensions, which OpenAI and Azure
+refuse as unknown parameters, are taken out of chat bodies: the top-level ``thinking``, the
+messages' ``thinking_blocks`` and ``reasoning_content``, and ``cache_control`` on content parts.
+A body that does not contain these names at all is not parsed (a substring check); otherwise only
+the messages that hold them are re-encoded, every other value is copied as raw bytes.
 """
 
 from __future__ import annotations
@@ -27,6 +33,21 @@ PATHS: dict[Endpoint, str] = {
 FORWARDED_REQUEST_HEADERS = frozenset({b"traceparent", b"tracestate", b"openai-beta"})
 KEPT_ERROR_HEADERS = frozenset({b"retry-after", b"retry-after-ms"})
 STREAMING_ENDPOINTS: frozenset[Endpoint] = frozenset({"chat", "completions"})
+# Our extensions of OpenAI's chat request, by depth: the names removed from the body, from each
+# of its messages, from each of their content parts; and the array member leading one deeper
+# ("" at the last depth).
+EXTENSIONS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("thinking",), "messages"),
+    (("thinking_blocks", "reasoning_content"), "content"),
+    (("cache_control",), ""),
+)
+# What a JSON object holds somewhere when it holds an extension of its depth or deeper;
+# ``"thinking`` also finds ``"thinking_blocks"``.
+MARKERS = (
+    (b'"thinking', b'"reasoning_content"', b'"cache_control"'),
+    (b'"thinking_blocks"', b'"reasoning_content"', b'"cache_control"'),
+    (b'"cache_control"',),
+)
 
 _TRUE = msgspec.Raw(b"true")
 
@@ -47,6 +68,7 @@ class _ModelList(msgspec.Struct):
 
 
 _raw_object = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_raw_array = msgspec.json.Decoder(list[msgspec.Raw])
 _stream_options_view = msgspec.json.Decoder(_StreamOptionsView)
 _model_list = msgspec.json.Decoder(_ModelList)
 _error_envelope = msgspec.json.Decoder(errors.ErrorEnvelope)
@@ -65,6 +87,7 @@ class OpenAIAdapter:
         api_key: str | None,
         headers: dict[str, str] | None = None,
         stream_usage: bool = False,
+        strip_extensions: bool = True,
     ) -> None:
         fixed: Headers = [(b"content-type", b"application/json"), (b"accept", b"*/*")]
         if api_key:
@@ -73,10 +96,11 @@ class OpenAIAdapter:
             fixed.append((name.lower().encode(), value.encode()))
         self._headers = fixed
         self._stream_usage = stream_usage
+        self._strip = strip_extensions
 
     def encode_request(self, exchange: Exchange) -> UpstreamRequest:
         inject = self._stream_usage and injects_usage(exchange)
-        body = rewrite(exchange, exchange.upstream_model, include_usage=inject)
+        body = rewrite(exchange, exchange.upstream_model, include_usage=inject, strip=self._strip)
         return UpstreamRequest(
             b"POST", PATHS[exchange.endpoint], request_headers(self._headers, exchange), body
         )
@@ -125,21 +149,75 @@ def injects_usage(exchange: Exchange) -> bool:
     return options.get("include_usage") != _TRUE
 
 
-def rewrite(exchange: Exchange, model: str, *, include_usage: bool = False) -> bytes:
-    """The client's body with ``model`` and, if asked, ``stream_options.include_usage: true``.
+def rewrite(
+    exchange: Exchange, model: str, *, include_usage: bool = False, strip: bool = False
+) -> bytes:
+    """The client's body with ``model``, if asked ``stream_options.include_usage: true``, and
+    with ``strip`` a chat body without our extensions.
 
     The body is returned as it is when nothing changes (the fast path).
     """
-    if model == exchange.model and not include_usage:
+    renamed = model != exchange.model
+    strip = strip and exchange.endpoint == "chat" and _marked(exchange.body, 0)
+    if not (renamed or include_usage or strip):
         return exchange.body
     fields = _raw_object.decode(exchange.body)
-    if model != exchange.model:
+    stripped = strip and strip_extensions(fields)
+    if not (stripped or renamed or include_usage):
+        return exchange.body  # the names were only inside strings
+    if renamed:
         fields["model"] = msgspec.Raw(_encoder.encode(model))
     if include_usage:
         kept = _options(fields.get("stream_options"))
         kept["include_usage"] = _TRUE
         fields["stream_options"] = msgspec.Raw(_encoder.encode(kept))
     return _encoder.encode(fields)
+
+
+def strip_extensions(fields: dict[str, msgspec.Raw]) -> bool:
+    """Take our extensions out of a chat body's top-level ``fields``; whether there were any.
+
+    Values that are not what the OpenAI shape says (``messages`` not an array, a message or
+    part not an object) are left as they are, for the upstream to answer.
+    """
+    return _strip(fields, 0)
+
+
+def _strip(fields: dict[str, msgspec.Raw], depth: int) -> bool:
+    names, inner = EXTENSIONS[depth]
+    found = bool([fields.pop(name) for name in names if name in fields])
+    array = fields.get(inner) if inner else None
+    edited = None if array is None else _strip_items(array, depth + 1)
+    if edited is not None:
+        fields[inner] = edited
+    return found or edited is not None
+
+
+def _strip_items(array: msgspec.Raw, depth: int) -> msgspec.Raw | None:
+    """``array`` with the objects in it stripped at ``depth``; only the objects that changed
+    are re-encoded. None when nothing changed."""
+    if not _marked(array, depth):
+        return None
+    try:
+        items = _raw_array.decode(array)
+    except msgspec.DecodeError:  # not an array (content as a string, say)
+        return None
+    changed = False
+    for index, item in enumerate(items):
+        if not _marked(item, depth):
+            continue
+        try:
+            fields = _raw_object.decode(item)
+        except msgspec.DecodeError:
+            continue
+        if _strip(fields, depth):
+            items[index], changed = msgspec.Raw(_encoder.encode(fields)), True
+    return msgspec.Raw(_encoder.encode(items)) if changed else None
+
+
+def _marked(data: bytes | msgspec.Raw, depth: int) -> bool:
+    view = bytes(data) if isinstance(data, msgspec.Raw) else data
+    return any(marker in view for marker in MARKERS[depth])
 
 
 def _options(raw: msgspec.Raw | None) -> dict[str, msgspec.Raw]:

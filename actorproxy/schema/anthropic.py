@@ -25,7 +25,7 @@ class _Wire(msgspec.Struct, omit_defaults=True, kw_only=True):
 
 
 class CacheControl(_Wire):
-    type: str = "ephemeral"
+    type: str  # "ephemeral"; required, so an encoded marker always says what it is
     ttl: str | UnsetType = UNSET
 
 

@@ -1,4 +1,5 @@
-"""The Azure OpenAI adapter: paths, headers, bodies, filter chunks, errors, model lists.
+"""The Azure OpenAI adapter: paths, headers, bodies (our extensions stripped), filter chunks,
+errors, model lists.
 
 Sans-IO tests first, then the adapter against the fake Azure resource over a loopback socket.
 """
@@ -17,29 +18,16 @@ from actorproxy.adapters.azure import AzureAdapter
 from actorproxy.adapters.base import Endpoint, Exchange
 from actorproxy.net.base import UpstreamRequest
 from tests.fakes.azure_upstream import Respond, content_filter_error, open_fake_azure
+from tests.unit.test_openai_adapter import exchange as openai_exchange
 
 CHAT = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello there"}]}'
 STREAM = CHAT[:-1] + b',"stream":true}'
 PROD = {"gpt-4o-mini": "gpt-4o-mini-prod"}
 
 
-def exchange(
-    body: bytes = CHAT,
-    *,
-    endpoint: Endpoint = "chat",
-    upstream_model: str = "gpt-4o-mini",
-    stream: bool = False,
-    headers: list[tuple[bytes, bytes]] | None = None,
-) -> Exchange:
-    return Exchange(
-        endpoint=endpoint,
-        body=body,
-        model="gpt-4o-mini",
-        upstream_model=upstream_model,
-        stream=stream,
-        request_id="req-1",
-        headers=headers or [],
-    )
+def exchange(body: bytes = CHAT, *, stream: bool = False, **fields: Any) -> Exchange:
+    """As the OpenAI adapter's tests build it, with Azure's default body, not streamed."""
+    return openai_exchange(body, stream=stream, **fields)
 
 
 def adapter(**options: Any) -> AzureAdapter:
@@ -107,6 +95,32 @@ def test_v1_style_names_the_deployment_in_the_body() -> None:
     assert body == CHAT.replace(b"gpt-4o-mini", b"gpt-4o-mini-prod")
     unmapped = exchange(upstream_model="gpt-4o-mini", body=CHAT)
     assert adapter(style="v1", deployments={}).encode_request(unmapped).body is unmapped.body
+
+
+EXTENDED = (
+    b'{"model":"gpt-4o-mini","thinking":{"type":"enabled","budget_tokens":1024},"messages":['
+    b'{"role":"user","content":[{"type":"text","text":"hello there",'
+    b'"cache_control":{"type":"ephemeral"}}]},'
+    b'{"role":"assistant","content":"hi","reasoning_content":"Hm.","thinking_blocks":[]},'
+    b'{"role":"user","content":"hello there"}]}'
+)
+STRIPPED = (
+    b'{"model":"gpt-4o-mini","messages":['
+    b'{"role":"user","content":[{"type":"text","text":"hello there"}]},'
+    b'{"role":"assistant","content":"hi"},'
+    b'{"role":"user","content":"hello there"}]}'
+)
+
+
+def test_our_extensions_are_stripped_in_both_styles() -> None:
+    assert adapter().encode_request(exchange(EXTENDED)).body == STRIPPED
+    renamed = adapter(style="v1").encode_request(exchange(EXTENDED)).body
+    assert renamed == STRIPPED.replace(b"gpt-4o-mini", b"gpt-4o-mini-prod")
+
+
+def test_our_extensions_pass_with_strip_extensions_off() -> None:
+    ex = exchange(EXTENDED)
+    assert adapter(strip_extensions=False).encode_request(ex).body is ex.body
 
 
 def test_responses_pass_through() -> None:
@@ -319,3 +333,16 @@ async def test_fake_errors_through_the_adapter() -> None:
     assert (filtered[0], shown["code"]) == (400, "content_filter")
     assert shown["innererror"]["code"] == "ResponsibleAIPolicyViolation"
     assert rendered(azure.decode_error(wrong_key[0], [], wrong_key[1]))["code"] == "invalid_api_key"
+
+
+async def test_the_fake_accepts_a_stripped_body() -> None:
+    azure = AzureAdapter(api_key="k", deployments=PROD)
+    async with (
+        open_fake_azure(api_key="k") as fake,
+        httpx.AsyncClient(base_url=fake.base_url) as http,
+    ):
+        with trio.fail_after(10):
+            status, body = await send(http, azure.encode_request(exchange(EXTENDED)))
+    assert status == 200
+    assert msgspec.json.decode(body)["choices"][0]["message"]["content"] == "echo: hello there"
+    assert fake.requests[0].body == STRIPPED

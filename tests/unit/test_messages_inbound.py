@@ -2,8 +2,10 @@
 OpenAI chat requests that the official OpenAI spec accepts, and OpenAI answers and the proxy's
 errors become bodies the anthropic SDK parses.
 
-The spec is checked with our documented extensions stripped: top-level ``thinking`` and the
-assistant messages' ``thinking_blocks`` (docs/providers/messages-inbound.md).
+The spec is checked on the body the OpenAI adapter sends upstream, which strips our documented
+extensions: top-level ``thinking``, the assistant messages' ``thinking_blocks`` and the text parts'
+``cache_control`` (docs/providers/messages-inbound.md). The extensions themselves are checked by
+sending the body on through the Anthropic adapter.
 """
 
 from __future__ import annotations
@@ -20,7 +22,11 @@ from anthropic.types.shared.error_response import ErrorResponse
 
 from actorproxy import errors
 from actorproxy.adapters import messages_inbound as inbound
+from actorproxy.adapters.anthropic import AnthropicAdapter
+from actorproxy.adapters.base import Exchange
+from actorproxy.adapters.openai import OpenAIAdapter
 from tests import spec
+from tests.unit.test_anthropic_request import check_contract
 
 MODEL = "claude-latest"  # a proxy alias; the SDK warns about its deprecated model names
 IMAGE = {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}
@@ -62,16 +68,30 @@ def sdk_body(**params: Any) -> bytes:
     return bodies[0]
 
 
+def exchange(body: bytes) -> Exchange:
+    """The exchange the proxy routes for a ``/v1/messages`` body."""
+    request = inbound.decode_request(body)
+    model, stream = request.model, request.stream
+    return Exchange("chat", request.openai_body, model, model, stream, "req-1", [])
+
+
 def openai_request(body: bytes) -> dict[str, Any]:
-    """The OpenAI body for ``body``, checked against the spec without our extensions."""
-    decoded: dict[str, Any] = json.loads(inbound.decode_request(body).openai_body)
-    plain = {key: value for key, value in decoded.items() if key != "thinking"}
-    plain["messages"] = [
-        {key: value for key, value in message.items() if key != "thinking_blocks"}
-        for message in decoded["messages"]
-    ]
-    spec.validate("CreateChatCompletionRequest", plain)
+    """The OpenAI body for ``body``; what goes to an OpenAI upstream is checked against the spec."""
+    routed = exchange(body)
+    sent = OpenAIAdapter(api_key=None).encode_request(routed).body
+    assert not any(name in sent for name in (b"thinking", b"cache_control"))
+    spec.validate("CreateChatCompletionRequest", json.loads(sent))
+    decoded: dict[str, Any] = json.loads(routed.body)
     return decoded
+
+
+def anthropic_request(body: bytes) -> dict[str, Any]:
+    """What the Anthropic adapter sends for the OpenAI body of ``body``, checked with the SDK."""
+    sent: dict[str, Any] = json.loads(
+        AnthropicAdapter(api_key="k").encode_request(exchange(body)).body
+    )
+    check_contract(sent)
+    return sent
 
 
 def raw(**fields: Any) -> bytes:
@@ -136,7 +156,13 @@ def test_an_agent_conversation_maps_to_an_openai_request() -> None:
     assert openai_request(body) == {
         "model": MODEL,
         "messages": [
-            {"role": "system", "content": "You are a coding agent.\n\nBe brief."},
+            {
+                "role": "system",
+                "content": [
+                    {"type": "text", "text": "You are a coding agent."},
+                    {"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}},
+                ],
+            },
             {"role": "user", "content": "What is the weather in Paris?"},
             {
                 "role": "assistant",
@@ -157,7 +183,16 @@ def test_an_agent_conversation_maps_to_an_openai_request() -> None:
                 ],
             },
             {"role": "tool", "content": "18 C", "tool_call_id": "toolu_01"},
-            {"role": "user", "content": "And tomorrow?"},
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "text",
+                        "text": "And tomorrow?",
+                        "cache_control": {"type": "ephemeral"},
+                    }
+                ],
+            },
         ],
         "max_tokens": 1024,
         "temperature": 1.0,
@@ -320,9 +355,7 @@ def test_thinking_passes_through(thinking: dict[str, object]) -> None:
 def test_what_has_no_openai_equivalent_is_dropped() -> None:
     decoded = openai_request(
         raw(
-            messages=[
-                user([{"type": "text", "text": "Hi", "cache_control": {"type": "ephemeral"}}])
-            ],
+            messages=[user([{"type": "text", "text": "Hi"}])],
             system="Be nice.",
             top_k=5,
             service_tier="auto",
@@ -336,6 +369,97 @@ def test_what_has_no_openai_equivalent_is_dropped() -> None:
         {"role": "user", "content": "Hi"},
     ]
     assert "cache_control" not in json.dumps(decoded)
+
+
+# --- prompt caching -----------------------------------------------------------------------------
+
+CACHED = {"type": "ephemeral"}
+HOUR = {"type": "ephemeral", "ttl": "1h"}
+
+
+def cached_text(text: str, marker: dict[str, str] = CACHED) -> dict[str, object]:
+    return {"type": "text", "text": text, "cache_control": marker}
+
+
+def test_cache_breakpoints_become_cache_control_on_text_parts() -> None:
+    body = sdk_body(
+        system=[{"type": "text", "text": "Rules."}, cached_text("Project notes.", HOUR)],
+        messages=[
+            user(
+                [
+                    {"type": "image", "source": IMAGE, "cache_control": CACHED},
+                    {
+                        "type": "document",
+                        "source": {"type": "text", "media_type": "text/plain", "data": "Notes"},
+                        "cache_control": CACHED,
+                    },
+                ]
+            ),
+            assistant(
+                [
+                    cached_text("Reading."),
+                    {"type": "tool_use", "id": "toolu_1", "name": "ls", "input": {}},
+                ]
+            ),
+            user([tool_result("toolu_1", "a.txt", cache_control=CACHED)]),
+        ],
+    )
+    assert openai_request(body)["messages"] == [
+        {
+            "role": "system",
+            "content": [{"type": "text", "text": "Rules."}, cached_text("Project notes.", HOUR)],
+        },
+        {
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+                cached_text("Notes"),
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": [cached_text("Reading.")],
+            "tool_calls": [
+                {"id": "toolu_1", "type": "function", "function": {"name": "ls", "arguments": "{}"}}
+            ],
+        },
+        {"role": "tool", "content": [cached_text("a.txt")], "tool_call_id": "toolu_1"},
+    ]
+
+
+def test_cache_breakpoints_reach_an_anthropic_upstream_unchanged() -> None:
+    """A Claude Code-like request through ``decode_request`` and the Anthropic adapter."""
+    system = [{"type": "text", "text": "You are a coding agent."}, cached_text("CLAUDE.md", HOUR)]
+    messages = [
+        user([cached_text("Fix the bug.")]),
+        assistant(
+            [
+                cached_text("Let me look."),
+                {"type": "tool_use", "id": "toolu_1", "name": "cat", "input": {"path": "a.py"}},
+            ]
+        ),
+        user(
+            [
+                tool_result("toolu_1", [{"type": "text", "text": "x = 1"}, cached_text("y = 2")]),
+                cached_text("Go on."),
+            ]
+        ),
+    ]
+    body = sdk_body(system=system, messages=messages)
+    sent = anthropic_request(body)
+    assert (sent["system"], sent["messages"]) == (system, messages)
+
+
+def test_a_breakpoint_on_a_tool_result_moves_to_its_last_text() -> None:
+    body = sdk_body(
+        messages=[
+            user("List."),
+            assistant([{"type": "tool_use", "id": "toolu_1", "name": "ls", "input": {}}]),
+            user([tool_result("toolu_1", "a.txt", cache_control=CACHED)]),
+        ]
+    )
+    result = anthropic_request(body)["messages"][2]["content"]
+    assert result == [tool_result("toolu_1", [cached_text("a.txt")])]
 
 
 @pytest.mark.parametrize(

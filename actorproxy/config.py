@@ -94,6 +94,7 @@ class ProviderConfig(_Base, frozen=True):
     base_url: str | None = None
     api_key_env: str | None = None
     stream_usage: bool = False
+    strip_extensions: bool = True
     list_models: bool = False
     max_concurrency: int = 64
     max_queue: int = 1024

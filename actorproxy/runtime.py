@@ -96,6 +96,7 @@ def build_adapter(provider: cfg.ProviderConfig, key: str | None) -> Adapter:
             headers=provider.headers,
             empty_choices=azure.empty_choices,
             stream_usage=provider.stream_usage,
+            strip_extensions=provider.strip_extensions,
         )
     if provider.kind == "ollama":
         bearer = {"Authorization": f"Bearer {key}"} if key else {}  # for Ollama behind a proxy
@@ -104,7 +105,12 @@ def build_adapter(provider: cfg.ProviderConfig, key: str | None) -> Adapter:
             keep_alive=provider.ollama.keep_alive,
             repair_tool_calls=provider.ollama.repair_tool_calls,
         )
-    return OpenAIAdapter(api_key=key, headers=provider.headers, stream_usage=provider.stream_usage)
+    return OpenAIAdapter(
+        api_key=key,
+        headers=provider.headers,
+        stream_usage=provider.stream_usage,
+        strip_extensions=provider.strip_extensions,
+    )
 
 
 def _upstream(provider: cfg.ProviderConfig) -> Upstream:

@@ -26,7 +26,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
 from actorproxy import config as cfg
-from actorproxy.actors.logger import LoggerActor
+from actorproxy.actors.logger import Batching, LoggerActor
 from actorproxy.actors.provider import ProviderActor
 from actorproxy.actors.supervisor import Supervisor
 from actorproxy.adapters.anthropic import AnthropicAdapter
@@ -166,8 +166,9 @@ async def serve(
         sink=sink,
         queue_size=dataset.queue_size,
         on_full=dataset.on_full,
-        batch_size=dataset.batch_size,
-        flush_interval_s=dataset.flush_interval_ms / 1000,
+        batching=Batching(
+            batch_size=dataset.batch_size, flush_interval_s=dataset.flush_interval_ms / 1000
+        ),
     )
     supervisor = Supervisor([*actors.values(), logger])
     router = Router(config)

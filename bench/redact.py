@@ -1,5 +1,9 @@
 """Throughput of :meth:`Redactor.redact_json` on typical chat JSON, on one core.
 
+Two ways: each body alone through every detector (``*_mb_s``), and a whole corpus at once the way
+the dataset writer does it, gates first (``storage.prefilter``: RE2 over the batch, GIL released)
+and then the Python detectors only where a gate matched (``*_batch_mb_s``).
+
 Run: ``.venv/bin/python -m bench.redact`` (prints one JSON object with MB/s per corpus and mode).
 """
 
@@ -10,6 +14,7 @@ import random
 import time
 
 from actorproxy.redact import RedactionConfig, Redactor
+from actorproxy.storage.prefilter import Prefilter
 
 _VOCABULARY = (
     "the model should answer in a concise way and explain each step of the reasoning about "
@@ -88,6 +93,18 @@ def _throughput(redactor: Redactor, bodies: list[bytes], rounds: int = 15) -> fl
     return sum(map(len, bodies)) / best / 1e6
 
 
+def _batch_throughput(redactor: Redactor, bodies: list[bytes], rounds: int = 15) -> float:
+    """MB/s of the best round, gates over the whole corpus first, as ``derive_all`` does."""
+    prefilter = Prefilter(redactor.gates)
+    best = float("inf")
+    for _ in range(rounds):
+        began = time.perf_counter()
+        for body, mask in zip(bodies, prefilter.candidates(bodies), strict=True):
+            redactor.redact_json(body, mask)
+        best = min(best, time.perf_counter() - began)
+    return sum(map(len, bodies)) / best / 1e6
+
+
 def main() -> None:
     rng = random.Random(1)
     corpora = {
@@ -102,6 +119,7 @@ def main() -> None:
     }
     for name, bodies in corpora.items():
         result[f"{name}_mask_mb_s"] = round(_throughput(mask, bodies), 1)
+        result[f"{name}_mask_batch_mb_s"] = round(_batch_throughput(mask, bodies), 1)
     result["chat_with_pii_hash_mb_s"] = round(_throughput(hashed, corpora["chat_with_pii"]), 1)
     print(json.dumps(result))
 

@@ -3,6 +3,9 @@
 Handlers hand it one ``Exchange`` per request with ``submit()``. It batches them (``batch_size``
 records or ``flush_interval_s`` after the first one, whichever comes first) and hands each batch
 to a ``Sink`` in a worker thread (``trio.to_thread``): the event loop never touches the disk.
+A batch goes to the thread in slices of at most ``slice_size`` records, one ``Sink.write`` each:
+the sink's Python work (parsing, redaction, building columns) holds the GIL, and between two
+slices the event loop gets it back, so a large batch never stalls requests for long.
 
 Backpressure: with ``on_full = "block"`` (the default) a full mailbox makes ``submit()`` wait, so
 a stalled disk slows requests down and nothing is ever dropped. With ``"drop"`` a full mailbox
@@ -58,6 +61,20 @@ class LoggerStats:
     restarts: int
 
 
+@dataclass(frozen=True, slots=True)
+class Batching:
+    """When a batch is written: ``batch_size`` records or ``flush_interval_s`` after its first.
+
+    ``slice_size``: at most this many records per ``Sink.write`` (see the module doc).
+    ``idle_tick_s``: how often a quiet logger lets the sink rotate an aged segment.
+    """
+
+    batch_size: int = 1000
+    flush_interval_s: float = 0.2
+    idle_tick_s: float = 10.0
+    slice_size: int = 128
+
+
 class LoggerActor:
     name = "logger"
 
@@ -67,23 +84,22 @@ class LoggerActor:
         sink: Sink | None,
         queue_size: int,
         on_full: OnFull = "block",
-        batch_size: int = 1000,
-        flush_interval_s: float = 0.2,
-        idle_tick_s: float = 10.0,
+        batching: Batching = Batching(),
     ) -> None:
         self._sink = sink
         self._outbox, self._inbox = trio.open_memory_channel[Exchange](queue_size)
         self._on_full = on_full
-        self._batch_size = batch_size
-        self._flush_interval_s = flush_interval_s
+        self._batch_size = batching.batch_size
+        self._flush_interval_s = batching.flush_interval_s
         self.state: ActorState = "starting"
         self.restarts = 0
         self._received = self._written = self._dropped = self._unreported = 0
         self._batches = self._errors = 0
         self._pending: list[Exchange] = []
         self._stopped = trio.Event()
-        self._idle_tick_s = idle_tick_s
+        self._idle_tick_s = batching.idle_tick_s
         self._pending_bytes = 0
+        self._slice_size = batching.slice_size
 
     async def submit(self, record: Exchange) -> None:
         """Queue ``record``: waits when full in ``block`` mode, drops and counts in ``drop``."""
@@ -140,24 +156,28 @@ class LoggerActor:
         self._pending_bytes += sum(map(len, record.chunks))
 
     async def _flush(self) -> None:
-        if not self._pending:
-            return
-        batch, dropped = self._pending, self._unreported
+        """Write ``_pending`` slice by slice; the drop count travels with the first slice."""
+        batch, self._pending, self._pending_bytes = self._pending, [], 0
+        for start in range(0, len(batch), self._slice_size):
+            piece = batch[start : start + self._slice_size]
+            dropped = self._unreported
+            await self._write(piece, dropped)
+            self._unreported -= dropped
+            self._written += len(piece)
+            self._batches += 1
+
+    async def _write(self, piece: list[Exchange], dropped: int) -> None:
+        """Hand ``piece`` to the sink; an ``OSError`` (disk full) is retried with backoff."""
         delay = 0.05
         while self._sink is not None:
             try:
-                await trio.to_thread.run_sync(self._sink.write, batch, dropped)
-                break
+                await trio.to_thread.run_sync(self._sink.write, piece, dropped)
+                return
             except OSError:
                 self._errors += 1
-                log.exception("dataset write failed; retrying", extra={"records": len(batch)})
+                log.exception("dataset write failed; retrying", extra={"records": len(piece)})
                 await trio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        self._pending = []
-        self._pending_bytes = 0
-        self._unreported -= dropped
-        self._written += len(batch)
-        self._batches += 1
 
     async def _close_sink(self) -> None:
         if self._sink is not None:

@@ -1,14 +1,20 @@
-"""Turn a raw ``Exchange`` (bytes and timings from the hot path) into a dataset ``RequestRecord``.
+"""Turn raw ``Exchange``s (bytes and timings from the hot path) into dataset ``RequestRecord``s.
 
 Runs in the logger actor's worker thread, never on the event loop. Pure: no I/O, no clock.
 It reads the sampling parameters from the request, the usage and finish reason from the response
 (for a stream: from its SSE events, which it also assembles into one final completion object),
 estimates usage when the upstream left it out (``usage_estimated``), and redacts both bodies.
+
+``derive_all`` works on a batch so that redaction can be prefiltered for all of its bodies at
+once (``prefilter``: one RE2 pass without the GIL); only bodies that may hold something a
+detector looks for are scanned in Python.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from operator import attrgetter
 from typing import Protocol
 
 import msgspec
@@ -16,10 +22,14 @@ import msgspec
 from actorproxy.adapters.sse import SSEDecoder
 from actorproxy.schema.records import Exchange, RequestFacts, RequestRecord, Sampling, Usage
 from actorproxy.storage import assemble
+from actorproxy.storage.prefilter import Prefilter
 
 
 class Redactor(Protocol):
-    def redact_json(self, body: bytes) -> tuple[str | None, int]: ...
+    @property
+    def gates(self) -> Sequence[str | None]: ...
+
+    def redact_json(self, body: bytes, candidates: int = ...) -> tuple[str | None, int]: ...
 
 
 class _Format(msgspec.Struct):
@@ -40,10 +50,35 @@ class _SamplingView(msgspec.Struct):
 _sampling = msgspec.json.Decoder(_SamplingView)
 _response = msgspec.json.Decoder(assemble.ResponseView)
 _encoder = msgspec.json.Encoder()
+_FACTS = RequestFacts.__struct_fields__
+_facts = attrgetter(*_FACTS)
+
+
+class _Parsed(msgspec.Struct):
+    """A record's response side: chunk offsets, the body to store, what it says."""
+
+    offsets: list[float]
+    response: bytes
+    finish_reason: str | None
+    usage: Usage
 
 
 def derive(exchange: Exchange, redactor: Redactor | None) -> RequestRecord:
     """The dataset row for ``exchange``; bodies are redacted by ``redactor`` when given."""
+    return derive_all([exchange], redactor)[0]
+
+
+def derive_all(exchanges: Sequence[Exchange], redactor: Redactor | None) -> list[RequestRecord]:
+    """The dataset rows for ``exchanges``, in order; bodies are redacted by ``redactor``."""
+    parsed = [_parse(exchange) for exchange in exchanges]
+    bodies = _bodies(exchanges, parsed, redactor)
+    return [
+        _record(exchange, part, body)
+        for exchange, part, body in zip(exchanges, parsed, bodies, strict=True)
+    ]
+
+
+def _parse(exchange: Exchange) -> _Parsed:
     ok = 200 <= exchange.status_code < 300
     if exchange.stream and exchange.chunks:
         offsets, events = _events(exchange.chunks, exchange.chunk_offsets_ms)
@@ -52,14 +87,18 @@ def derive(exchange: Exchange, redactor: Redactor | None) -> RequestRecord:
     else:
         offsets, response = [], exchange.response_body
         view = _decode_response(response) if ok else None
-    usage = _usage(exchange, view, ok)
-    request_text, response_text, redactions = _bodies(exchange, response, redactor)
-    facts = {name: getattr(exchange, name) for name in RequestFacts.__struct_fields__}
+    return _Parsed(offsets, response, assemble.finish_reason(view), _usage(exchange, view, ok))
+
+
+def _record(
+    exchange: Exchange, parsed: _Parsed, bodies: tuple[str | None, str | None, int]
+) -> RequestRecord:
+    request_text, response_text, redactions = bodies
     return RequestRecord(
-        **facts,
-        finish_reason=assemble.finish_reason(view),
-        chunk_offsets_ms=offsets,
-        usage=usage,
+        **dict(zip(_FACTS, _facts(exchange), strict=True)),
+        finish_reason=parsed.finish_reason,
+        chunk_offsets_ms=parsed.offsets,
+        usage=parsed.usage,
         sampling=sampling(exchange.request_body),
         request_body=request_text,
         response_body=response_text,
@@ -103,20 +142,20 @@ def _decode_response(body: bytes) -> assemble.ResponseView | None:
         return None
 
 
+def _reported(reported: assemble.UsageView) -> Usage:
+    prompt, completion = reported.prompt_tokens_details, reported.completion_tokens_details
+    return Usage(
+        prompt_tokens=reported.prompt_tokens,
+        completion_tokens=reported.completion_tokens,
+        total_tokens=reported.total_tokens,
+        cached_tokens=prompt.cached_tokens if prompt else None,
+        reasoning_tokens=completion.reasoning_tokens if completion else None,
+    )
+
+
 def _usage(exchange: Exchange, view: assemble.ResponseView | None, ok: bool) -> Usage:
-    reported = view.usage if view is not None else None
-    if reported is not None:
-        return Usage(
-            prompt_tokens=reported.prompt_tokens,
-            completion_tokens=reported.completion_tokens,
-            total_tokens=reported.total_tokens,
-            cached_tokens=reported.prompt_tokens_details.cached_tokens
-            if reported.prompt_tokens_details
-            else None,
-            reasoning_tokens=reported.completion_tokens_details.reasoning_tokens
-            if reported.completion_tokens_details
-            else None,
-        )
+    if view is not None and view.usage is not None:
+        return _reported(view.usage)
     if not ok or view is None:
         return Usage()
     prompt = _estimate(len(exchange.request_body))
@@ -129,16 +168,30 @@ def _estimate(size: int) -> int:
     return math.ceil(size / 4)
 
 
+_NO_BODIES: tuple[None, None, int] = (None, None, 0)
+
+
 def _bodies(
-    exchange: Exchange, response: bytes, redactor: Redactor | None
-) -> tuple[str | None, str | None, int]:
-    if not exchange.log_bodies:
-        return None, None, 0
+    exchanges: Sequence[Exchange], parsed: Sequence[_Parsed], redactor: Redactor | None
+) -> list[tuple[str | None, str | None, int]]:
+    """Per record: request text, response text, redactions (prefiltered for the whole batch)."""
+    kept = [
+        (x.request_body, p.response) if x.log_bodies else None
+        for x, p in zip(exchanges, parsed, strict=True)
+    ]
     if redactor is None:
-        return _text(exchange.request_body), _text(response), 0
-    request_text, request_count = redactor.redact_json(exchange.request_body)
-    response_text, response_count = redactor.redact_json(response)
-    return request_text, response_text, request_count + response_count
+        return [(_text(pair[0]), _text(pair[1]), 0) if pair else _NO_BODIES for pair in kept]
+    flat = [body for pair in kept if pair for body in pair]
+    masks = iter(Prefilter(redactor.gates).candidates(flat))
+    results: list[tuple[str | None, str | None, int]] = []
+    for pair in kept:
+        if pair is None:
+            results.append(_NO_BODIES)
+            continue
+        request_text, request_count = redactor.redact_json(pair[0], next(masks))
+        response_text, response_count = redactor.redact_json(pair[1], next(masks))
+        results.append((request_text, response_text, request_count + response_count))
+    return results
 
 
 def _text(body: bytes) -> str | None:

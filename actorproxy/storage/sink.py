@@ -2,11 +2,13 @@
 
 ``write`` derives each row (``derive``: usage, stream assembly, redaction), builds the columns of
 the batch and appends it to the open Arrow IPC segment (complete on disk once this returns). A
-segment that rotation closed is compacted into Parquet on the sink's own compaction thread, so zstd
-(which releases the GIL) overlaps with the next writes. ``tick`` rotates a segment that aged while
-no record came. ``close`` waits for pending compactions and compacts the open segment.
-``recover`` compacts leftovers of a crash before the first write. Retention runs at start and then
-at most once a day.
+segment that rotation closed is compacted into Parquet on the sink's own compaction threads, so
+zstd (which releases the GIL) overlaps with the next writes; ``Compaction.workers`` segments are
+compacted at once. Compaction is background work, so its threads run at a lower CPU priority
+(``Compaction.nice``, Linux): when the CPU is short, requests go first. ``tick`` rotates a segment
+that aged while no record came. ``close`` waits for pending compactions and compacts the open
+segment. ``recover`` compacts leftovers of a crash before the first write. Retention runs at
+start and then at most once a day.
 
 On a crash, every batch ``write`` returned from is in a segment; the next start's ``recover``
 turns it into Parquet.
@@ -14,23 +16,43 @@ turns it into Parquet.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from actorproxy.config import DatasetConfig
-from actorproxy.schema.records import Exchange
+from actorproxy.schema.records import Exchange, RequestRecord
 from actorproxy.storage import compact, retention
-from actorproxy.storage.derive import Redactor, derive
+from actorproxy.storage.derive import Redactor, derive_all
 from actorproxy.storage.schema import to_record_batch
 from actorproxy.storage.segments import SegmentWriter
 
 log = logging.getLogger("actorproxy.dataset")
 
 DAY_S = 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Compaction:
+    """How closed segments become Parquet in the background.
+
+    ``workers``: segments compacted at the same time, one thread each (zstd releases the GIL, so
+    two keep up with a writer at full speed on two cores). ``nice``: added to those threads'
+    nice value (Linux), so that requests get the CPU first when it is short.
+    """
+
+    workers: int = 2
+    nice: int = 10
+
+
+DEFAULT_COMPACTION = Compaction()
 
 
 class DatasetSink:
@@ -42,6 +64,7 @@ class DatasetSink:
         redactor: Redactor | None,
         config: DatasetConfig,
         clock: Callable[[], float] = time.time,
+        compaction: Compaction = DEFAULT_COMPACTION,
     ) -> None:
         """``config`` sets rotation and retention; its ``dir`` arrives resolved as ``directory``."""
         self._dir = directory
@@ -50,7 +73,12 @@ class DatasetSink:
         self._retention_days = config.retention_days
         self._clock = clock
         self._last_purge = -DAY_S
-        self._compactor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compact")
+        self._compactor = ThreadPoolExecutor(
+            max_workers=compaction.workers,
+            thread_name_prefix="compact",
+            initializer=_lower_priority,
+            initargs=(compaction.nice,),
+        )
         self._pending: list[Future[list[Path]]] = []
         self._segments = SegmentWriter(
             directory,
@@ -68,7 +96,11 @@ class DatasetSink:
         return parts
 
     def write(self, records: list[Exchange], dropped: int) -> None:
-        rows = [derive(record, self._redactor) for record in records]
+        """Derive the rows of ``records`` and append them as one batch to the open segment."""
+        self.write_rows(derive_all(records, self._redactor), dropped)
+
+    def write_rows(self, rows: list[RequestRecord], dropped: int) -> None:
+        """Append already derived rows as one batch; ``dropped`` goes into its metadata."""
         now = self._clock()
         self._compact_later(self._segments.append(to_record_batch(rows, dropped=dropped), now))
         self._purge_if_due(now)
@@ -110,3 +142,11 @@ class DatasetSink:
         removed = retention.purge(self._dir, cutoff)
         if removed:
             log.info("retention removed partitions", extra={"partitions": len(removed)})
+
+
+def _lower_priority(nice: int) -> None:
+    """Lower the calling thread's CPU priority (Linux: a thread id is a process id here)."""
+    if nice > 0:
+        with contextlib.suppress(OSError):  # not permitted, or not Linux: run as we are
+            current = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), current + nice)

@@ -6,6 +6,7 @@ import json
 
 import msgspec
 
+from actorproxy.redact import RedactionConfig, Redactor
 from actorproxy.schema.records import Exchange
 from actorproxy.storage import derive as d
 
@@ -191,7 +192,9 @@ def test_garbage_never_raises() -> None:
 
 
 class Upper:
-    def redact_json(self, body: bytes) -> tuple[str | None, int]:
+    gates = (None,)
+
+    def redact_json(self, body: bytes, candidates: int = -1) -> tuple[str | None, int]:
         return body.decode().upper(), 1
 
 
@@ -200,3 +203,33 @@ def test_redactor_runs_on_both_bodies_and_log_bodies_false_omits_them() -> None:
     assert row.response_body == '{"X": "SECRET"}' and row.redactions == 2
     hidden = d.derive(exchange(log_bodies=False, response_body=b'{"x": 1}'), Upper())
     assert (hidden.request_body, hidden.response_body, hidden.redactions) == (None, None, 0)
+
+
+class Unfiltered:
+    """The real redactor with the prefilter defeated: every detector runs on every body."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        self.redactor = redactor
+        self.gates = (None,)
+
+    def redact_json(self, body: bytes, candidates: int = -1) -> tuple[str | None, int]:
+        return self.redactor.redact_json(body)
+
+
+def test_a_batch_is_redacted_as_each_record_alone_with_every_detector() -> None:
+    pii = json.dumps({"messages": [{"role": "user", "content": "mail a@b.io, 555-123-4567"}]})
+    batch = [
+        exchange(request_body=pii.encode(), response_body=b'{"ip": "10.0.0.1"}'),
+        exchange(log_bodies=False, request_body=pii.encode()),
+        exchange(
+            stream=True,
+            chunks=[sse(chunk({"content": "call +1 212 555 0100"}, "stop"))],
+            chunk_offsets_ms=[3.0],
+        ),
+        exchange(status_code=500, response_body=b"Bearer abcDEF123456 token"),
+        exchange(request_body=b"plain text, nothing here", response_body=b""),
+    ]
+    redactor = Redactor(RedactionConfig())
+    rows = d.derive_all(batch, redactor)
+    assert rows == [d.derive(x, Unfiltered(redactor)) for x in batch]
+    assert [row.redactions for row in rows] == [3, 0, 1, 1, 0]

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 import trio
 import trio.testing
 
-from actorproxy.actors.logger import LoggerActor
+from actorproxy.actors.logger import Batching, LoggerActor
 from actorproxy.schema.records import Exchange
 
 
@@ -81,7 +81,9 @@ async def until(condition: Callable[[], bool]) -> None:
 
 async def test_batches_by_count_and_time() -> None:
     sink = Sink()
-    actor = LoggerActor(sink=sink, queue_size=100, batch_size=3, flush_interval_s=0.05)
+    actor = LoggerActor(
+        sink=sink, queue_size=100, batching=Batching(batch_size=3, flush_interval_s=0.05)
+    )
     with trio.fail_after(10):
         async with running(actor):
             for n in range(4):
@@ -91,10 +93,29 @@ async def test_batches_by_count_and_time() -> None:
     assert actor.statistics().written == 4
 
 
+async def test_a_batch_goes_to_the_sink_in_slices_in_order() -> None:
+    sink = Sink()
+    actor = LoggerActor(
+        sink=sink,
+        queue_size=100,
+        batching=Batching(batch_size=7, flush_interval_s=60, slice_size=3),
+    )
+    with trio.fail_after(10):
+        async with running(actor):
+            for n in range(7):
+                await actor.submit(record(n))
+            await until(lambda: len(sink.ids()) == 7)
+    assert [ids for ids, _ in sink.batches] == [["r0", "r1", "r2"], ["r3", "r4", "r5"], ["r6"]]
+    stats = actor.statistics()
+    assert (stats.written, stats.batches) == (7, 3)
+
+
 async def test_block_mode_waits_and_loses_nothing() -> None:
     sink = Sink()
     sink.gate = trio.Event()  # the disk stalls
-    actor = LoggerActor(sink=sink, queue_size=2, batch_size=1, flush_interval_s=0.01)
+    actor = LoggerActor(
+        sink=sink, queue_size=2, batching=Batching(batch_size=1, flush_interval_s=0.01)
+    )
     with trio.fail_after(10):
         async with running(actor):
             async with trio.open_nursery() as producers:
@@ -112,7 +133,10 @@ async def test_drop_mode_counts_and_reports_drops_with_the_next_batch() -> None:
     sink = Sink()
     sink.gate = trio.Event()
     actor = LoggerActor(
-        sink=sink, queue_size=2, on_full="drop", batch_size=1, flush_interval_s=0.01
+        sink=sink,
+        queue_size=2,
+        on_full="drop",
+        batching=Batching(batch_size=1, flush_interval_s=0.01),
     )
     with trio.fail_after(10):
         async with running(actor):
@@ -131,7 +155,9 @@ async def test_drop_mode_counts_and_reports_drops_with_the_next_batch() -> None:
 async def test_a_failing_disk_is_retried_with_the_batch_kept() -> None:
     sink = Sink()
     sink.fail_next = 3
-    actor = LoggerActor(sink=sink, queue_size=10, batch_size=10, flush_interval_s=0.01)
+    actor = LoggerActor(
+        sink=sink, queue_size=10, batching=Batching(batch_size=10, flush_interval_s=0.01)
+    )
     with trio.fail_after(10):
         async with running(actor):
             await actor.submit(record(0))
@@ -142,7 +168,7 @@ async def test_a_failing_disk_is_retried_with_the_batch_kept() -> None:
 
 async def test_idle_logger_ticks_the_sink() -> None:
     sink = Sink()
-    actor = LoggerActor(sink=sink, queue_size=10, idle_tick_s=0.02)
+    actor = LoggerActor(sink=sink, queue_size=10, batching=Batching(idle_tick_s=0.02))
     with trio.fail_after(10):
         async with running(actor):
             await until(lambda: sink.ticks >= 3)
@@ -153,7 +179,9 @@ async def test_idle_logger_ticks_the_sink() -> None:
 
 async def test_stop_drains_the_mailbox() -> None:
     sink = Sink()
-    actor = LoggerActor(sink=sink, queue_size=100, batch_size=1000, flush_interval_s=60)
+    actor = LoggerActor(
+        sink=sink, queue_size=100, batching=Batching(batch_size=1000, flush_interval_s=60)
+    )
     with trio.fail_after(10):
         async with running(actor):
             for n in range(50):

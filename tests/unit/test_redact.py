@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from actorproxy import redact, redact_detectors
 from actorproxy.redact import RedactionConfig, Redactor, UserPattern
 from actorproxy.redact_detectors import BUILTIN_NAMES, DetectorName, luhn_ok
+from actorproxy.storage.prefilter import Prefilter
 
 MASK = Redactor(RedactionConfig())
 FEW = settings(max_examples=60, deadline=None)
@@ -534,3 +535,86 @@ def test_hash_is_deterministic_per_key_and_differs_across_keys(
     assert first == again and re.fullmatch(r"<[A-Z0-9_]+:[0-9a-f]{12}>", first)
     if other != key:
         assert redact_with(other)(pair[0]) != first
+
+
+# --- the batch prefilter (gates over raw bytes, RE2 in Arrow) ---------------------------------
+
+# Fragments that make anchors hit, miss by one character, or sit next to non-ASCII and broken
+# UTF-8, joined at random: the gates must agree with the anchors on every one of them.
+WORDISH = st.sampled_from(
+    [
+        *("bearer ", "BeArEr ", "beare ", "sk-", "rk_", "sk_", "ghp_", "ghx_", "github_pat_"),
+        *("hf_", "xoxb-", "xoxz-", "AKIA", "ASIA", "AIza", "AIz", "é", "✓", "\\n", "::"),
+        *("+0", "+4", "(555)", "-555-", ".555.", "06 ", "020 ", "4111 ", "fe80:", "12:30:"),
+    ]
+)
+SINGLE = st.sampled_from(list(' .-+():_@"\\\nxAKSIzakrsghf'))
+FRAGMENT = st.one_of(WORDISH, SINGLE, st.text("0123456789", min_size=1, max_size=12)).map(
+    str.encode
+)
+RAW_TEXTS = st.lists(st.one_of(FRAGMENT, st.sampled_from([b"\xff", b"\xc3"])), max_size=24)
+
+
+def anchors_hit(name: DetectorName, text: str) -> bool:
+    return any(anchor.search(text) for anchor in redact_detectors.builtin(name).anchors)
+
+
+@settings(max_examples=500, deadline=None)
+@given(RAW_TEXTS.map(b"".join))
+def test_each_gate_matches_exactly_when_its_anchors_hit(body: bytes) -> None:
+    text = body.decode("utf-8", "replace")
+    for name in BUILTIN_NAMES:
+        gate = redact_detectors.builtin(name).gate
+        assert gate is not None
+        hit = Prefilter([gate]).candidates([body]) == [1]
+        assert hit == anchors_hit(name, text), (name, body)
+
+
+ANCHOR_SAMPLES = [
+    *("a@b", "+12", "(555)", "x-555-1234", "x.555.1234", "020 7946 0958", "07700 900123"),
+    *("06 12 34 56 78", "4111 1111", "41111111", "1.2.3.4", "fe80::1", "::", "bearer abc"),
+    *("sk-x", "rk_x", "ghp_x", "github_pat_x", "hf_x", "xoxb-x", "AKIA", "ASIA", "AIza"),
+]
+NEIGHBOURS = [b"", b" ", b"a", b"0", b".", b"-", b"+", "é".encode(), b"\xff", b"\\n"]
+
+
+@pytest.mark.parametrize("sample", ANCHOR_SAMPLES)
+def test_gates_and_anchors_agree_next_to_any_neighbour(sample: str) -> None:
+    bodies = [b + sample.encode() + a for b in NEIGHBOURS for a in NEIGHBOURS]
+    for name in BUILTIN_NAMES:
+        gate = redact_detectors.builtin(name).gate
+        assert gate is not None
+        hits = Prefilter([gate]).candidates(bodies)
+        expected = [int(anchors_hit(name, body.decode("utf-8", "replace"))) for body in bodies]
+        assert hits == expected, name
+
+
+def prefiltered(redactor: Redactor, bodies: list[bytes]) -> list[tuple[str | None, int]]:
+    masks = Prefilter(redactor.gates).candidates(bodies)
+    return [redactor.redact_json(body, mask) for body, mask in zip(bodies, masks, strict=True)]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            json_docs.map(lambda doc: json.dumps(doc).encode()),
+            st.one_of(list(SENSITIVE.values())).map(lambda pair: pair[0].encode()),
+            RAW_TEXTS.map(b"".join),
+        ),
+        max_size=6,
+    )
+)
+def test_prefiltered_redaction_equals_running_every_detector(bodies: list[bytes]) -> None:
+    loose = Redactor(RedactionConfig(patterns=[UserPattern(name="word", regex="bearer")]))
+    for redactor in (MASK, only("phone"), loose):
+        assert prefiltered(redactor, bodies) == [redactor.redact_json(b) for b in bodies]
+
+
+def test_a_clean_body_skips_every_gated_detector() -> None:
+    body = json.dumps({"messages": [{"role": "user", "content": "hello there"}]}).encode()
+    assert Prefilter(MASK.gates).candidates([body, b"a@b.io"]) == [0, 1 << 2]
+    assert MASK.gates[:2] == (redact_detectors.builtin("api_key").gate, MASK.gates[1])
+    user = Redactor(RedactionConfig(patterns=[UserPattern(name="hi", regex="hello")]))
+    assert user.gates[0] is None
+    assert user.redact_json(body, 0) == (body.decode().replace("hello", "<HI>"), 1)

@@ -48,9 +48,10 @@ class Flight:
     queue_s: float | None = None
     dialect: Dialect = OPENAI
     encoder: StreamEncoder | None = None  # the dialect's, for a stream it re-encodes
+    rate_headers: asgi.Headers = field(default_factory=list)  # the key's x-ratelimit-*
 
     def headers(self) -> asgi.Headers:
-        return [(b"x-request-id", self.request_id.encode())]
+        return [(b"x-request-id", self.request_id.encode()), *self.rate_headers]
 
     def overhead_header(self, upstream_s: float) -> tuple[bytes, bytes]:
         overhead_ms = max(0.0, (trio.current_time() - self.started - upstream_s) * 1000)

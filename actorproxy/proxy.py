@@ -29,10 +29,16 @@ from actorproxy.adapters import messages_inbound
 from actorproxy.adapters.base import Endpoint, Exchange
 from actorproxy.auth import Authenticator, Principal
 from actorproxy.dialects import MESSAGES, OPENAI, Dialect
-from actorproxy.flight import CLIENT_CLOSED, Flight, attempt_record, exchange_record, trace_id
-from actorproxy.limits import usage
+from actorproxy.flight import (
+    CLIENT_CLOSED,
+    Flight,
+    attempt_record,
+    exchange_record,
+    real_usage,
+    trace_id,
+)
 from actorproxy.limits.gate import KeyGate
-from actorproxy.limits.keys import KeyTicket, TokenUsage
+from actorproxy.limits.keys import KeyTicket
 from actorproxy.planner import Planner
 from actorproxy.retry import GiveUp, Retry
 from actorproxy.routing import Route, Target
@@ -46,7 +52,6 @@ SSE_HEADERS: asgi.Headers = [
     (b"cache-control", b"no-cache"),
 ]
 FORWARDED = frozenset({b"traceparent", b"tracestate", b"openai-beta"})
-NO_USAGE = TokenUsage(0, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +177,7 @@ class ProxyHandler:
             flight.rate_headers = self._keys.headers(principal.key_id, now)
 
     def _settle(self, ticket: KeyTicket, flight: Flight) -> None:
-        spent = _spent(flight) if ticket.wants_usage else None
+        spent = real_usage(flight) if ticket.wants_usage else None
         self._keys.settle(ticket, trio.current_time(), flight.target, spent)
 
     async def _serve(
@@ -365,20 +370,3 @@ def _for_target(exchange: Exchange, target: Target) -> Exchange:
     if target.model == exchange.upstream_model:
         return exchange
     return dataclasses.replace(exchange, upstream_model=target.model)
-
-
-def _spent(flight: Flight) -> TokenUsage | None:
-    """The request's real usage from the response it got; ``None`` when it cannot be known.
-
-    A request that got only errors, none of them a timeout, cost nothing: upstreams do not bill
-    an error answer. A timeout, a client that left, or a cut stream may have been billed.
-    """
-    if 200 <= flight.status < 300:
-        if flight.stream:
-            return usage.from_stream(flight.chunks)
-        return usage.from_body(flight.response_body)
-    if flight.response_started or flight.status == CLIENT_CLOSED:
-        return None
-    if any(attempt.status_code == errors.UpstreamTimeout.status for attempt in flight.attempts):
-        return None
-    return NO_USAGE

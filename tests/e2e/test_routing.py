@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import msgspec
 import openai
+import pyarrow.dataset as ds
 import pytest
 import trio
 
@@ -63,6 +65,7 @@ class Rig:
 async def open_rig(
     model: cfg.ModelConfig,
     routing: cfg.RoutingConfig | None = None,
+    dataset: Path | None = None,
     **provider: object,
 ) -> AsyncIterator[Rig]:
     async with open_fake_openai() as a, open_fake_openai() as b:
@@ -70,8 +73,11 @@ async def open_rig(
             openai_provider(f.base_url, name, **provider) for name, f in (("a", a), ("b", b))
         ]
         config = proxy_config(*providers, models=[model])
-        if routing is not None:
-            config = msgspec.structs.replace(config, routing=routing)
+        config = msgspec.structs.replace(
+            config,
+            routing=routing or config.routing,
+            dataset=cfg.DatasetConfig(dir=None if dataset is None else str(dataset)),
+        )
         async with (
             open_proxy(config, environ(a.api_key)) as server,
             openai.AsyncOpenAI(base_url=base_url(server), api_key=MASTER_KEY, max_retries=0) as sdk,
@@ -105,6 +111,20 @@ async def test_a_healthy_target_serves_whatever_the_other_does(faults: list[obje
             rig.a.script(*faults * 2)  # type: ignore[arg-type]
             assert (await rig.chat()).startswith("echo")
             assert rig.served() == (2, 1)  # a: first try and one retry; then b
+
+
+async def test_every_attempt_is_in_the_dataset_row(tmp_path: Path) -> None:
+    routing = cfg.RoutingConfig(max_retries=1, retry_base_s=0.01, retry_cap_s=0.05)
+    with trio.fail_after(20):
+        async with open_rig(fallback(), routing, dataset=tmp_path) as rig:
+            rig.a.script(SERVER_ERROR, SERVER_ERROR)
+            await rig.chat()
+    (row,) = ds.dataset(tmp_path, format="parquet", partitioning="hive").to_table().to_pylist()
+    attempts = [(a["provider"], a["status_code"]) for a in row["attempts"]]
+    assert attempts == [("a", 503), ("a", 503), ("b", 200)]
+    assert (row["provider"], row["status_code"]) == ("b", 200)
+    offsets = [a["start_offset_ms"] for a in row["attempts"]]
+    assert offsets == sorted(offsets)
 
 
 async def test_retries_wait_at_least_retry_after() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anthropic
 import msgspec
 import openai
 import pytest
@@ -172,3 +173,32 @@ async def test_a_key_without_limits_gets_no_ratelimit_headers(
                 model="gpt-4o-mini", messages=MESSAGES
             )
     assert not [name for name in raw.headers if name.startswith("x-ratelimit")]
+
+
+async def test_anthropic_clients_get_the_same_limits_in_their_shape(
+    keyed: tuple[runtime.Server, Path],
+) -> None:
+    """``/v1/messages`` counts against the same key; the 429 is Anthropic's rate_limit_error."""
+    server, keys_file = keyed
+    _, secret = KeyStore(keys_file).create("claude", rpm=1)
+    with trio.fail_after(10):
+        async with anthropic.AsyncAnthropic(
+            base_url=server.urls[0], api_key=secret, max_retries=0
+        ) as claude:
+            while True:
+                try:
+                    raw = await claude.messages.with_raw_response.create(
+                        model="gpt-4o-mini",
+                        max_tokens=16,
+                        messages=[{"role": "user", "content": "hi"}],
+                    )
+                    break
+                except anthropic.AuthenticationError:  # until the server re-read the keys file
+                    await trio.sleep(0.1)
+            assert raw.headers["x-ratelimit-remaining-requests"] == "0"
+            with pytest.raises(anthropic.RateLimitError) as refused:
+                await claude.messages.create(
+                    model="gpt-4o-mini", max_tokens=16, messages=[{"role": "user", "content": "hi"}]
+                )
+    assert int(refused.value.response.headers["retry-after"]) >= 1
+    assert refused.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]

@@ -113,6 +113,17 @@ async def test_a_healthy_target_serves_whatever_the_other_does(faults: list[obje
             assert rig.served() == (2, 1)  # a: first try and one retry; then b
 
 
+async def test_a_stream_falls_over_while_nothing_was_sent() -> None:
+    with trio.fail_after(20):
+        async with open_rig(fallback()) as rig:
+            rig.a.script(SERVER_ERROR)
+            stream = await rig.sdk.chat.completions.create(
+                model="m", messages=MESSAGES, stream=True
+            )
+            text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+            assert text.startswith("echo") and rig.served() == (1, 1)
+
+
 async def test_every_attempt_is_in_the_dataset_row(tmp_path: Path) -> None:
     routing = cfg.RoutingConfig(max_retries=1, retry_base_s=0.01, retry_cap_s=0.05)
     with trio.fail_after(20):

@@ -142,12 +142,7 @@ class ProxyHandler:
             raise errors.PermissionDenied(
                 f"This API key may not use the model `{route.alias}`.", param="model"
             )
-        max_output = (
-            view.max_tokens if view.max_completion_tokens is None else view.max_completion_tokens
-        )
-        tokens = self._keys.estimate(
-            len(body), max_output, view.n or 1, embeds=flight.endpoint == "embeddings"
-        )
+        tokens = self._keys.estimate(view, len(body), embeds=flight.endpoint == "embeddings")
         ticket = self._admit_key(flight, principal, route, tokens)
         headers = [h for h in scope["headers"] if h[0] in FORWARDED]
         exchange = Exchange(

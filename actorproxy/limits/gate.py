@@ -14,6 +14,7 @@ from actorproxy.keys import Limits
 from actorproxy.limits import rate
 from actorproxy.limits.keys import KeyLimiter, KeyRequest, KeyTicket, TokenUsage
 from actorproxy.routing import Route, Target
+from actorproxy.schema.views import RouteView
 
 
 def price_for(prices: Mapping[str, Price], target: Target) -> Price | None:
@@ -42,13 +43,18 @@ class KeyGate:
         self._prices = prices
         self._estimate = estimate
 
-    def estimate(self, body_len: int, max_output: int | None, choices: int, *, embeds: bool) -> int:
-        """The tokens to reserve: ``rate.estimate_tokens`` with the configured defaults."""
+    def estimate(self, view: RouteView, body_len: int, *, embeds: bool) -> int:
+        """The tokens to reserve for a request of ``body_len`` bytes: ``rate.estimate_tokens``
+        with its ``max_completion_tokens`` (else ``max_tokens``) and ``n``, and the configured
+        defaults; embeddings have no output."""
+        wanted = (
+            view.max_tokens if view.max_completion_tokens is None else view.max_completion_tokens
+        )
         return rate.estimate_tokens(
             body_len,
-            0 if embeds else max_output,
+            0 if embeds else wanted,
             self._estimate.default_output_tokens,
-            choices=max(1, choices),
+            choices=max(1, view.n or 1),
             bytes_per_token=self._estimate.bytes_per_token,
         )
 

@@ -26,6 +26,7 @@ from actorproxy.limits.keys import (
     period_of,
 )
 from actorproxy.routing import Route, Target
+from actorproxy.schema.views import RouteView
 
 W = 60.0
 PRICE = Price(input=1.0, output=2.0, cached_input=0.5)  # USD per million tokens
@@ -315,3 +316,16 @@ def test_changed_limits_take_effect_for_the_next_request() -> None:
     ticket = limiter.admit("k", Limits(max_concurrency=5), KeyRequest(2.0, DEC_3, 1, None))
     assert limiter.statistics("k", DEC_3).in_flight == 3
     limiter.settle(ticket, 2.0, None, None)
+
+
+def test_the_estimate_reads_max_tokens_n_and_the_defaults() -> None:
+    gate = KeyGate({}, KeyLimitsConfig(default_output_tokens=100, bytes_per_token=4.0))
+
+    def view(**fields: object) -> RouteView:
+        return RouteView(model="m", **fields)  # type: ignore[arg-type]
+
+    assert gate.estimate(view(), 40, embeds=False) == 10 + 100
+    assert gate.estimate(view(max_tokens=7), 40, embeds=False) == 10 + 7
+    assert gate.estimate(view(max_tokens=7, max_completion_tokens=9), 40, embeds=False) == 19
+    assert gate.estimate(view(max_tokens=7, n=3), 40, embeds=False) == 10 + 21
+    assert gate.estimate(view(max_tokens=7), 40, embeds=True) == 10

@@ -38,6 +38,7 @@ PURE: dict[str, tuple[str, ...]] = {
         "actorproxy.keys",
         "actorproxy.limits",
         "actorproxy.routing",
+        "actorproxy.schema",
     ),
     **{f"adapters/{p.name}": ADAPTERS_MAY_USE for p in sorted(PACKAGE.glob("adapters/*.py"))},
     **{f"schema/{p.name}": SCHEMA_MAY_USE for p in sorted(PACKAGE.glob("schema/*.py"))},

@@ -96,6 +96,7 @@ class KeyRequest:
 
 @dataclass(slots=True)
 class _Budget:
+    kind: Period
     period: str
     ends: float
     spent: float = 0.0
@@ -268,10 +269,13 @@ class KeyLimiter:
         period = state.limits.budget_period
         if period is None or state.limits.budget_usd is None:
             return None
+        budget = state.budget
+        if budget is not None and budget.kind == period and wall < budget.ends:
+            return budget  # the common case, without date arithmetic
         key, ends = period_of(period, wall)
-        if state.budget is None or state.budget.period != key:
-            state.budget = _Budget(key, ends)
-        return state.budget
+        if budget is None or budget.kind != period or budget.period != key:
+            state.budget = budget = _Budget(period, key, ends)
+        return budget
 
     @staticmethod
     def _acquire(state: _KeyState, request: KeyRequest) -> Reservation | None:

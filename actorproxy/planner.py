@@ -64,7 +64,9 @@ class Planner:
             capacity=stats.max_concurrency,
             queued=stats.queued,
             breaker_open=stats.breaker.state == "open",
-            can_admit=stats.queued < actor.config.max_queue,
+            # A free slot takes a call even with no queue at all (max_queue = 0).
+            can_admit=stats.queued < actor.config.max_queue
+            or stats.in_flight < stats.max_concurrency,
             latency_s=self._latency.estimate(target, now),
         )
 

@@ -8,6 +8,7 @@ file once and passes the Struct down; nothing else reads the environment for con
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 from pathlib import Path
 from typing import Literal
@@ -119,6 +120,34 @@ class ModelConfig(_Base, frozen=True):
     name: str
     targets: list[str]
     strategy: Strategy = "fallback"
+    weights: list[float] | None = None  # one per target, for ``weighted``; absent: equal
+    max_retries: int | None = None  # retries per target; absent: ``[routing] max_retries``
+
+
+class RoutingConfig(_Base, frozen=True):
+    """Retries and fall-overs (docs/limits-routing.md): full-jitter backoff, ``Retry-After``."""
+
+    max_retries: int = 0  # retries of the same target; the next target is tried either way
+    retry_base_s: float = 0.25
+    retry_cap_s: float = 4.0
+    retry_max_wait_s: float = 10.0
+    total_timeout_s: float = 600.0  # every attempt and wait of one request, until its first byte
+    latency_tau_s: float = 10.0
+
+
+class Price(_Base, frozen=True):
+    """USD per million tokens; ``cached_input`` defaults to ``input``."""
+
+    input: float
+    output: float
+    cached_input: float | None = None
+
+
+class KeyLimitsConfig(_Base, frozen=True):
+    """How a request's tokens are estimated for a key's ``tpm`` and budget reservations."""
+
+    default_output_tokens: int = 1024  # reserved when a request sets no max_tokens
+    bytes_per_token: float = 4.0
 
 
 class LoggingConfig(_Base, frozen=True):
@@ -144,6 +173,9 @@ class Config(_Base, frozen=True):
     auth: AuthConfig = AuthConfig()
     providers: list[ProviderConfig] = []
     models: list[ModelConfig] = []
+    routing: RoutingConfig = RoutingConfig()
+    prices: dict[str, Price] = {}
+    key_limits: KeyLimitsConfig = KeyLimitsConfig()
     logging: LoggingConfig = LoggingConfig()
     dataset: DatasetConfig = DatasetConfig()
     source: str = "<embedded default>"
@@ -203,7 +235,9 @@ def check(config: Config) -> None:
                     f"{where}: models[{index}].targets: {target!r} is not "
                     f"'<provider>/<model>' with a configured provider ({', '.join(names)})"
                 )
+        _check_model(f"{where}: models[{index}]", model)
     _check_server(where, config.server)
+    _check_routing(where, config)
 
 
 def _check_provider(where: str, index: int, provider: ProviderConfig) -> None:
@@ -225,6 +259,41 @@ def _check_provider(where: str, index: int, provider: ProviderConfig) -> None:
         raise ConfigError(f"{key}.max_concurrency: must be at least 1")
     if provider.max_queue < 0:
         raise ConfigError(f"{key}.max_queue: must not be negative")
+
+
+def _check_model(key: str, model: ModelConfig) -> None:
+    if model.weights is not None:
+        if model.strategy != "weighted":
+            raise ConfigError(f'{key}.weights: only for strategy = "weighted"')
+        if len(model.weights) != len(model.targets):
+            raise ConfigError(
+                f"{key}.weights: {len(model.weights)} weights for {len(model.targets)} targets; "
+                "give one weight per target"
+            )
+        if not all(math.isfinite(w) and w >= 0 for w in model.weights) or not any(model.weights):
+            raise ConfigError(f"{key}.weights: must be finite, >= 0, and not all 0")
+    if model.max_retries is not None and model.max_retries < 0:
+        raise ConfigError(f"{key}.max_retries: must not be negative")
+
+
+def _check_routing(where: str, config: Config) -> None:
+    routing = config.routing
+    for name in ("retry_base_s", "retry_cap_s", "retry_max_wait_s"):
+        if not getattr(routing, name) >= 0:
+            raise ConfigError(f"{where}: routing.{name}: must not be negative")
+    if routing.max_retries < 0:
+        raise ConfigError(f"{where}: routing.max_retries: must not be negative")
+    if not routing.total_timeout_s > 0 or not routing.latency_tau_s > 0:
+        raise ConfigError(f"{where}: routing.total_timeout_s and latency_tau_s must be positive")
+    for model, price in config.prices.items():
+        values = (price.input, price.output, price.cached_input or 0.0)
+        if not all(math.isfinite(v) and v >= 0 for v in values):
+            raise ConfigError(f"{where}: prices.{model!r}: prices must be finite and >= 0")
+    limits = config.key_limits
+    if limits.default_output_tokens < 0 or not limits.bytes_per_token > 0:
+        raise ConfigError(
+            f"{where}: key_limits: default_output_tokens >= 0 and bytes_per_token > 0 required"
+        )
 
 
 def _check_server(where: str, server: ServerConfig) -> None:

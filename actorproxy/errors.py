@@ -12,6 +12,7 @@ Map (class -> HTTP status, OpenAI ``type``, default ``code``):
     │   └── ModelNotFound      404  invalid_request_error   model_not_found
     ├── MethodNotAllowed       405  invalid_request_error   method_not_allowed
     ├── RateLimited            429  requests                rate_limit_exceeded
+    │   └── QuotaExceeded      429  insufficient_quota      insufficient_quota
     ├── UpstreamFailed         502  upstream_error          bad_gateway
     │   ├── UpstreamConnectFailed   502                     upstream_connect_error
     │   ├── UpstreamProtocolError   502                     upstream_protocol_error
@@ -28,6 +29,7 @@ exception's message text: they branch on the class and on ``retryable``.
 
 from __future__ import annotations
 
+import math
 import re
 
 import msgspec
@@ -120,8 +122,21 @@ class RateLimited(ProxyError):
     def __init__(self, message: str, *, retry_after_s: float) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
-        seconds = max(1, int(retry_after_s + 0.999))
-        self.headers = [(b"retry-after", str(seconds).encode())]
+        self.headers = retry_after_headers(retry_after_s)
+
+
+class QuotaExceeded(RateLimited):
+    """A key spent its budget for the period: OpenAI's own answer to an exhausted quota."""
+
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+
+
+def retry_after_headers(seconds: float) -> list[tuple[bytes, bytes]]:
+    """``retry-after`` in whole seconds (rounded up, at least 1) and ``retry-after-ms``."""
+    whole = max(1, math.ceil(seconds))
+    millis = max(1, math.ceil(seconds * 1000))
+    return [(b"retry-after", str(whole).encode()), (b"retry-after-ms", str(millis).encode())]
 
 
 class UpstreamFailed(ProxyError):

@@ -15,11 +15,14 @@ from actorproxy import asgi, errors
 from actorproxy.adapters.base import Endpoint
 from actorproxy.auth import Principal
 from actorproxy.dialects import OPENAI, Dialect, StreamEncoder
+from actorproxy.limits import usage
+from actorproxy.limits.keys import TokenUsage
 from actorproxy.routing import Target
 from actorproxy.schema.records import Attempt
 from actorproxy.schema.records import Exchange as ExchangeRecord
 
 CLIENT_CLOSED = 499  # nginx's code for "client closed request", used in records only
+NO_USAGE = TokenUsage(0, 0)
 
 
 @dataclass(slots=True)
@@ -48,9 +51,10 @@ class Flight:
     queue_s: float | None = None
     dialect: Dialect = OPENAI
     encoder: StreamEncoder | None = None  # the dialect's, for a stream it re-encodes
+    rate_headers: asgi.Headers = field(default_factory=list)  # the key's x-ratelimit-*
 
     def headers(self) -> asgi.Headers:
-        return [(b"x-request-id", self.request_id.encode())]
+        return [(b"x-request-id", self.request_id.encode()), *self.rate_headers]
 
     def overhead_header(self, upstream_s: float) -> tuple[bytes, bytes]:
         overhead_ms = max(0.0, (trio.current_time() - self.started - upstream_s) * 1000)
@@ -115,3 +119,20 @@ def exchange_record(flight: Flight, replica: str) -> ExchangeRecord:
         chunk_offsets_ms=flight.chunk_offsets_ms,
         attempts=flight.attempts,
     )
+
+
+def real_usage(flight: Flight) -> TokenUsage | None:
+    """The request's real usage from the response it got; ``None`` when it cannot be known.
+
+    A request that got only errors, none of them a timeout, cost nothing: upstreams do not bill
+    an error answer. A timeout, a client that left, or a cut stream may have been billed.
+    """
+    if 200 <= flight.status < 300:
+        if flight.stream:
+            return usage.from_stream(flight.chunks)
+        return usage.from_body(flight.response_body)
+    if flight.response_started or flight.status == CLIENT_CLOSED:
+        return None
+    if any(attempt.status_code == errors.UpstreamTimeout.status for attempt in flight.attempts):
+        return None
+    return NO_USAGE

@@ -1,10 +1,15 @@
-"""The ``/v1`` proxy handler: authenticate, decode the routing view, try each target in turn.
+"""The ``/v1`` proxy handler: authenticate, decode the routing view, admit the key, try targets.
 
-Per request: one small msgspec decode (``RouteView``), one ``Call`` per attempt sent to the chosen
-provider actor, and the reply forwarded as bytes. Falls over to the next target on a retryable
-failure as long as nothing has been sent to the client; after the first byte, a failure becomes a
-``data: {"error": ...}`` frame and the stream ends cleanly. A client that leaves cancels the
-request's nursery, which cancels the actor's upstream call.
+Per request: one small msgspec decode (``RouteView``), the calling key's limits (``KeyGate``: rpm,
+tpm, concurrency, budget; its ``x-ratelimit-*`` headers go on every answer), then the route's
+targets in the order the ``Planner`` gives (the model's strategy over live actor snapshots). Each
+attempt is one ``Call`` sent to a provider actor, its reply forwarded as bytes. A retryable
+failure is retried on the same target with backoff (``retry.RetryPolicy``: full jitter, never
+sooner than the upstream's ``Retry-After``) and then falls over to the next target, as long as
+nothing has been sent to the client and ``routing.total_timeout_s`` has not passed; after the first
+byte, a failure becomes a ``data: {"error": ...}`` frame and the stream ends cleanly. A client that
+leaves cancels the request's nursery, which cancels the actor's upstream call. When the request
+ends, the key is charged its real usage, read from the response the handler already holds.
 """
 
 from __future__ import annotations
@@ -12,20 +17,31 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping
+from dataclasses import dataclass
 
 import msgspec
 import trio
 
 from actorproxy import asgi, errors
 from actorproxy.actors.logger import LoggerActor
-from actorproxy.actors.provider import Call, Done, Failure, Head, ProviderActor, Reply
+from actorproxy.actors.provider import Call, Done, Failure, Head, Reply
 from actorproxy.adapters import messages_inbound
 from actorproxy.adapters.base import Endpoint, Exchange
-from actorproxy.auth import Authenticator
+from actorproxy.auth import Authenticator, Principal
 from actorproxy.dialects import MESSAGES, OPENAI, Dialect
-from actorproxy.flight import CLIENT_CLOSED, Flight, attempt_record, exchange_record, trace_id
-from actorproxy.routing import Route, Router, Target
+from actorproxy.flight import (
+    CLIENT_CLOSED,
+    Flight,
+    attempt_record,
+    exchange_record,
+    real_usage,
+    trace_id,
+)
+from actorproxy.limits.gate import KeyGate
+from actorproxy.limits.keys import KeyTicket
+from actorproxy.planner import Planner
+from actorproxy.retry import GiveUp, Retry
+from actorproxy.routing import Route, Target
 from actorproxy.schema import views
 
 log = logging.getLogger("actorproxy.proxy")
@@ -38,20 +54,31 @@ SSE_HEADERS: asgi.Headers = [
 FORWARDED = frozenset({b"traceparent", b"tracestate", b"openai-beta"})
 
 
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """One client request on its way through its route's targets."""
+
+    send: asgi.Send
+    flight: Flight
+    exchange: Exchange
+    route: Route
+    deadline: float  # no new attempt, and no wait for a response head, after this
+
+
 class ProxyHandler:
     def __init__(
         self,
         *,
-        router: Router,
-        actors: Mapping[str, ProviderActor],
+        planner: Planner,
+        keys: KeyGate,
         auth: Authenticator,
         logger: LoggerActor,
         max_body_bytes: int,
         replica: str,
     ) -> None:
         self._replica = replica
-        self._router = router
-        self._actors = actors
+        self._planner = planner
+        self._keys = keys
         self._auth = auth
         self._logger = logger
         self._max_body = max_body_bytes
@@ -67,14 +94,17 @@ class ProxyHandler:
         flight = Flight(asgi.request_id(scope), endpoint, trio.current_time(), time.time())
         flight.trace_id, flight.dialect = trace_id(scope), dialect
         try:
-            exchange, route = await self._admit(scope, receive, flight)
+            exchange, route, ticket = await self._admit(scope, receive, flight)
         except errors.ProxyError as exc:
             flight.error, flight.status = exc, exc.status
             await _respond_error(send, flight, exc)
         except asgi.ClientGone:
             flight.status = CLIENT_CLOSED
         else:
-            await self._serve(receive, send, flight, exchange, route)
+            try:
+                await self._serve(receive, send, flight, exchange, route)
+            finally:
+                self._settle(ticket, flight)
         await self._logger.submit(exchange_record(flight, self._replica))
 
     async def count_tokens(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
@@ -97,7 +127,7 @@ class ProxyHandler:
 
     async def _admit(
         self, scope: asgi.Scope, receive: asgi.Receive, flight: Flight
-    ) -> tuple[Exchange, Route]:
+    ) -> tuple[Exchange, Route, KeyTicket]:
         if scope["method"] != "POST":
             raise errors.MethodNotAllowed(f"Use POST for {scope['path']}.")
         flight.principal = principal = self._auth.authenticate(scope["headers"])
@@ -107,11 +137,13 @@ class ProxyHandler:
         flight.model, flight.stream = view.model, bool(view.stream)
         if flight.stream and flight.endpoint == "embeddings":
             raise errors.InvalidRequest("Embeddings cannot be streamed.", param="stream")
-        route = self._router.resolve(view.model)
+        route = self._planner.resolve(view.model)
         if principal.models is not None and route.alias not in principal.models:
             raise errors.PermissionDenied(
                 f"This API key may not use the model `{route.alias}`.", param="model"
             )
+        tokens = self._keys.estimate(view, len(body), embeds=flight.endpoint == "embeddings")
+        ticket = self._admit_key(flight, principal, route, tokens)
         headers = [h for h in scope["headers"] if h[0] in FORWARDED]
         exchange = Exchange(
             flight.endpoint,
@@ -122,8 +154,26 @@ class ProxyHandler:
             flight.request_id,
             headers,
             int(flight.wall_start),
+            key_id=principal.key_id,
+            tokens=tokens,
         )
-        return exchange, route
+        return exchange, route, ticket
+
+    def _admit_key(
+        self, flight: Flight, principal: Principal, route: Route, tokens: int
+    ) -> KeyTicket:
+        """The key's ticket, or its refusal; either way its ``x-ratelimit-*`` headers after."""
+        now = trio.current_time()
+        try:
+            return self._keys.admit(
+                principal.key_id, principal, route, tokens=tokens, at=(now, time.time())
+            )
+        finally:
+            flight.rate_headers = self._keys.headers(principal.key_id, now)
+
+    def _settle(self, ticket: KeyTicket, flight: Flight) -> None:
+        spent = real_usage(flight) if ticket.wants_usage else None
+        self._keys.settle(ticket, trio.current_time(), flight.target, spent)
 
     async def _serve(
         self,
@@ -144,16 +194,19 @@ class ProxyHandler:
     async def _try_targets(
         self, send: asgi.Send, flight: Flight, exchange: Exchange, route: Route
     ) -> None:
+        """Each target in the planner's order, each retried per the retry policy, until one
+        serves, a failure must not be retried anywhere, or the targets run out."""
+        job = _Job(send, flight, exchange, route, flight.started + self._planner.total_timeout_s)
         last: errors.ProxyError = errors.Unavailable("No provider could take the request.")
-        for target in route.targets:
-            attempt = _for_target(exchange, target)
-            try:
-                await self._attempt(send, flight, attempt, target)
+        for target in self._planner.order(route, trio.current_time()):
+            ended = await self._try_target(job, target)
+            if ended is None:
                 return
-            except errors.ProxyError as exc:
-                last = exc
-                if flight.response_started or not exc.retryable:
-                    break
+            last, give_up = ended
+            if give_up:
+                break
+        if last.status == 429 and not any(name == b"retry-after" for name, _ in last.headers):
+            last.headers = [*last.headers, *errors.retry_after_headers(1.0)]
         flight.error, flight.status = last, flight.status or last.status
         flight.finished = True
         if flight.response_started:
@@ -161,41 +214,67 @@ class ProxyHandler:
         else:
             await _respond_error(send, flight, last)
 
-    async def _attempt(
-        self, send: asgi.Send, flight: Flight, exchange: Exchange, target: Target
-    ) -> None:
-        actor = self._actors[target.provider]
+    async def _try_target(self, job: _Job, target: Target) -> tuple[errors.ProxyError, bool] | None:
+        """Attempts on one target: ``None`` once one served, else the last error and whether to
+        give up on the other targets too."""
+        attempt = 0
+        while True:
+            try:
+                await self._attempt(job, target)
+                return None
+            except errors.ProxyError as exc:
+                decision = self._planner.decide(
+                    job.route,
+                    exc,
+                    attempt,
+                    streaming=job.flight.response_started,
+                    deadline_left_s=job.deadline - trio.current_time(),
+                )
+                if not isinstance(decision, Retry):
+                    return exc, isinstance(decision, GiveUp)
+            await trio.sleep(decision.delay_s)
+            attempt += 1
+
+    async def _attempt(self, job: _Job, target: Target) -> None:
+        flight = job.flight
+        actor = self._planner.actors[target.provider]
         offset = trio.current_time()
         flight.target = target
         reply_send, reply_receive = trio.open_memory_channel[Reply](REPLY_BUFFER)
-        call = Call(exchange, reply_send)
+        call = Call(_for_target(job.exchange, target), reply_send)
         status, error_type = 0, None
         try:
             actor.submit(call)
             with reply_receive:
-                status = await self._relay(send, flight, reply_receive, call)
+                status = await self._relay(job, reply_receive, call)
         except errors.ProxyError as exc:
             status, error_type = exc.status, exc.type
+            if isinstance(exc, errors.UpstreamTimeout):
+                self._planner.observe(target, trio.current_time() - offset, trio.current_time())
             raise
         finally:
-            if status == 0:
-                call.scope.cancel()
+            if status == 0 or error_type is not None:
+                call.scope.cancel()  # abandoned here: the actor must stop working on it
             flight.attempts.append(attempt_record(target, status, error_type, offset, flight))
 
-    async def _relay(
-        self,
-        send: asgi.Send,
-        flight: Flight,
-        replies: trio.MemoryReceiveChannel[Reply],
-        call: Call,
-    ) -> int:
-        head = await _receive(replies)
+    async def _relay(self, job: _Job, replies: trio.MemoryReceiveChannel[Reply], call: Call) -> int:
+        send, flight = job.send, job.flight
+        head: Reply | None = None
+        with trio.move_on_at(job.deadline):
+            head = await _receive(replies)
         flight.queue_s = call.queue_s
+        if head is None:
+            raise errors.UpstreamTimeout(
+                f"No provider answered within {self._planner.total_timeout_s} s "
+                "(routing.total_timeout_s)."
+            )
         if isinstance(head, Failure):
             raise head.error
         if not isinstance(head, Head):
             raise errors.UpstreamProtocolError("The provider actor answered out of order.")
         flight.status, flight.upstream_s = head.status, head.upstream_s
+        if flight.target is not None:
+            self._planner.observe(flight.target, head.upstream_s, trio.current_time())
         headers = [*flight.headers(), *head.headers, flight.overhead_header(head.upstream_s)]
         if head.body is not None:
             flight.response_body = head.body

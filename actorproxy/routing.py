@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from actorproxy import errors
-from actorproxy.config import Config
+from actorproxy.config import Config, ModelConfig, Strategy
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,14 +23,14 @@ class Target:
 class Route:
     alias: str
     targets: tuple[Target, ...]
-    strategy: str = "fallback"
+    strategy: Strategy = "fallback"
+    weights: tuple[float, ...] | None = None  # one per target, for ``weighted``
+    max_retries: int | None = None  # per target; ``None``: the ``[routing]`` default
 
 
 class Router:
     def __init__(self, config: Config) -> None:
-        self._aliases = {
-            model.name: _route(model.name, model.targets, model.strategy) for model in config.models
-        }
+        self._aliases = {model.name: _route(model) for model in config.models}
         self._direct = {p.name for p in config.providers if p.direct}
 
     def resolve(self, model: str) -> Route:
@@ -50,9 +50,10 @@ class Router:
         return list(self._aliases.values())
 
 
-def _route(name: str, targets: list[str], strategy: str) -> Route:
+def _route(model: ModelConfig) -> Route:
     parsed = []
-    for target in targets:
+    for target in model.targets:
         provider, _, upstream = target.partition("/")
         parsed.append(Target(provider, upstream))
-    return Route(name, tuple(parsed), strategy)
+    weights = None if model.weights is None else tuple(model.weights)
+    return Route(model.name, tuple(parsed), model.strategy, weights, model.max_retries)

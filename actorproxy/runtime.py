@@ -36,9 +36,11 @@ from actorproxy.adapters.ollama import OllamaAdapter
 from actorproxy.adapters.openai import OpenAIAdapter
 from actorproxy.app import Gateway
 from actorproxy.auth import Authenticator
+from actorproxy.limits.gate import KeyGate
 from actorproxy.net.base import Upstream
 from actorproxy.net.mock import MockUpstream
 from actorproxy.net.pool import H11Pool
+from actorproxy.planner import Planner
 from actorproxy.proxy import ProxyHandler
 from actorproxy.redact import Redactor
 from actorproxy.routing import Router
@@ -173,8 +175,8 @@ async def serve(
     supervisor = Supervisor([*actors.values(), logger])
     router = Router(config)
     proxy = ProxyHandler(
-        router=router,
-        actors=actors,
+        planner=Planner(router, actors, config.routing),
+        keys=KeyGate(config.prices, config.key_limits),
         auth=auth,
         logger=logger,
         max_body_bytes=config.server.max_body_bytes,

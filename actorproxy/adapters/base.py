@@ -44,6 +44,8 @@ class Exchange:
     request_id: str
     headers: Headers
     created: int = 0  # when the proxy received the request (Unix seconds), for ``created`` fields
+    key_id: str = ""  # the calling API key's id
+    tokens: int = 0  # the tokens reserved for it (``limits.rate.estimate_tokens``)
 
 
 class StreamTranslator(Protocol):

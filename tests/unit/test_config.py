@@ -217,3 +217,40 @@ def test_kind_options_decode(tmp_path: Path) -> None:
         {"gpt-4o": "prod-4o"},
         "drop",
     )
+
+
+TWO_TARGETS = MOCK_PROVIDER + '[[models]]\nname = "m"\ntargets = ["mock/a", "mock/b"]\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (TWO_TARGETS + 'strategy = "weighted"\nweights = [1]\n', "1 weights for 2 targets"),
+        (TWO_TARGETS + 'strategy = "weighted"\nweights = [1, -1]\n', "must be finite, >= 0"),
+        (TWO_TARGETS + 'strategy = "weighted"\nweights = [0, 0]\n', "not all 0"),
+        (TWO_TARGETS + "weights = [1, 2]\n", 'models[0].weights: only for strategy = "weighted"'),
+        (TWO_TARGETS + 'strategy = "fastest"\n', "`$.models[0].strategy`"),
+        (TWO_TARGETS + "max_retries = -1\n", "models[0].max_retries"),
+        ("[routing]\nmax_retries = -1\n", "routing.max_retries"),
+        ("[routing]\nretry_cap_s = -1\n", "routing.retry_cap_s"),
+        ("[routing]\ntotal_timeout_s = 0\n", "routing.total_timeout_s"),
+        ('[prices."gpt-4o"]\ninput = -1\noutput = 1\n', "prices.'gpt-4o'"),
+        ('[prices."gpt-4o"]\ninput = 1\n', "`output`"),
+        ("[key_limits]\nbytes_per_token = 0\n", "key_limits"),
+    ],
+)
+def test_routing_and_price_checks_name_the_key(tmp_path: Path, text: str, expected: str) -> None:
+    assert expected in load_error(tmp_path, text)
+
+
+def test_routing_prices_and_weights_decode(tmp_path: Path) -> None:
+    text = (
+        TWO_TARGETS
+        + 'strategy = "weighted"\nweights = [3, 1]\nmax_retries = 2\n'
+        + "[routing]\nmax_retries = 1\nretry_base_s = 0.1\n"
+        + '[prices."gpt-4o"]\ninput = 2.5\ncached_input = 1.25\noutput = 10\n'
+    )
+    config = cfg.load(write(tmp_path, text))
+    assert config.models[0].weights == [3.0, 1.0] and config.models[0].max_retries == 2
+    assert config.routing.max_retries == 1 and config.routing.retry_base_s == 0.1
+    assert config.prices["gpt-4o"] == cfg.Price(input=2.5, cached_input=1.25, output=10.0)

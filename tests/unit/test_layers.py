@@ -25,6 +25,21 @@ ADAPTERS_MAY_USE = (
 PURE: dict[str, tuple[str, ...]] = {
     "routing.py": ("actorproxy.errors", "actorproxy.config"),
     "actors/breaker.py": (),
+    "limits/rate.py": (),
+    "limits/keys.py": (
+        "actorproxy.errors",
+        "actorproxy.config",
+        "actorproxy.keys",
+        "actorproxy.limits",
+    ),
+    "limits/usage.py": ("actorproxy.limits",),
+    "limits/gate.py": (
+        "actorproxy.config",
+        "actorproxy.keys",
+        "actorproxy.limits",
+        "actorproxy.routing",
+        "actorproxy.schema",
+    ),
     **{f"adapters/{p.name}": ADAPTERS_MAY_USE for p in sorted(PACKAGE.glob("adapters/*.py"))},
     **{f"schema/{p.name}": SCHEMA_MAY_USE for p in sorted(PACKAGE.glob("schema/*.py"))},
 }

@@ -453,7 +453,7 @@ async def test_a_full_mailbox_is_rate_limited_with_retry_after() -> None:
     assert (error.status, error.code, error.headers) == (
         429,
         "rate_limit_exceeded",
-        [(b"retry-after", b"1")],
+        [(b"retry-after", b"1"), (b"retry-after-ms", b"1000")],
     )
     # One call in flight and max_queue in the mailbox.
     assert len(accepted) == 3

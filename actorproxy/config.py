@@ -98,12 +98,23 @@ class ProviderConfig(_Base, frozen=True):
     list_models: bool = False
     max_concurrency: int = 64
     max_queue: int = 1024
+    max_queue_wait_s: float = 30.0
+    rpm: int | None = None
+    tpm: int | None = None
+    default_output_tokens: int = 1024
+    max_pause_s: float = 60.0
     connect_timeout_s: float = 10.0
+    first_byte_timeout_s: float | None = None
+    idle_timeout_s: float | None = None
     request_timeout_s: float = 600.0
     headers: dict[str, str] = {}
     direct: bool = True
     breaker_failures: int = 5
     breaker_cooldown_s: float = 30.0
+    breaker_failure_rate: float = 0.5
+    breaker_window_s: float = 30.0
+    breaker_min_calls: int = 20
+    breaker_probes: int = 1
     mock: MockConfig = MockConfig()
     anthropic: AnthropicConfig = AnthropicConfig()
     azure: AzureConfig = AzureConfig()
@@ -225,6 +236,31 @@ def _check_provider(where: str, index: int, provider: ProviderConfig) -> None:
         raise ConfigError(f"{key}.max_concurrency: must be at least 1")
     if provider.max_queue < 0:
         raise ConfigError(f"{key}.max_queue: must not be negative")
+    _check_limits(key, provider)
+
+
+def _check_limits(key: str, provider: ProviderConfig) -> None:
+    """Limits, timeouts and breaker settings: each a positive number where it is set."""
+    positive: dict[str, float | None] = {
+        "rpm": provider.rpm,
+        "tpm": provider.tpm,
+        "max_queue_wait_s": provider.max_queue_wait_s,
+        "connect_timeout_s": provider.connect_timeout_s,
+        "first_byte_timeout_s": provider.first_byte_timeout_s,
+        "idle_timeout_s": provider.idle_timeout_s,
+        "request_timeout_s": provider.request_timeout_s,
+        "breaker_failures": provider.breaker_failures,
+        "breaker_window_s": provider.breaker_window_s,
+        "breaker_min_calls": provider.breaker_min_calls,
+        "breaker_probes": provider.breaker_probes,
+    }
+    for name, value in positive.items():
+        if value is not None and not value > 0:
+            raise ConfigError(f"{key}.{name}: must be positive")
+    if provider.default_output_tokens < 0 or provider.max_pause_s < 0:
+        raise ConfigError(f"{key}: default_output_tokens and max_pause_s must not be negative")
+    if not 0.0 < provider.breaker_failure_rate <= 1.0:
+        raise ConfigError(f"{key}.breaker_failure_rate: must be in (0, 1]")
 
 
 def _check_server(where: str, server: ServerConfig) -> None:

@@ -22,9 +22,10 @@ from actorproxy.actors.logger import LoggerActor
 from actorproxy.actors.provider import Call, Done, Failure, Head, ProviderActor, Reply
 from actorproxy.adapters import messages_inbound
 from actorproxy.adapters.base import Endpoint, Exchange
-from actorproxy.auth import Authenticator
+from actorproxy.auth import ANONYMOUS, Authenticator
 from actorproxy.dialects import MESSAGES, OPENAI, Dialect
 from actorproxy.flight import CLIENT_CLOSED, Flight, attempt_record, exchange_record, trace_id
+from actorproxy.limits.rate import estimate_tokens
 from actorproxy.routing import Route, Router, Target
 from actorproxy.schema import views
 
@@ -113,6 +114,7 @@ class ProxyHandler:
                 f"This API key may not use the model `{route.alias}`.", param="model"
             )
         headers = [h for h in scope["headers"] if h[0] in FORWARDED]
+        default_output = self._actors[route.targets[0].provider].config.default_output_tokens
         exchange = Exchange(
             flight.endpoint,
             body,
@@ -122,6 +124,8 @@ class ProxyHandler:
             flight.request_id,
             headers,
             int(flight.wall_start),
+            key_id="" if principal.is_master or principal is ANONYMOUS else principal.key_id,
+            tokens=_reservation(len(body), view, default_output),
         )
         return exchange, route
 
@@ -179,7 +183,7 @@ class ProxyHandler:
             raise
         finally:
             if status == 0:
-                call.scope.cancel()
+                call.cancel()
             flight.attempts.append(attempt_record(target, status, error_type, offset, flight))
 
     async def _relay(
@@ -280,6 +284,12 @@ def _decode_view(body: bytes) -> views.RouteView:
         raise errors.InvalidRequest(
             "We could not parse the JSON body of your request. The body must be a JSON object."
         ) from None
+
+
+def _reservation(body_len: int, view: views.RouteView, default_output: int) -> int:
+    """The tokens to reserve (``estimate_tokens``), with the first target's default output."""
+    max_output = view.max_completion_tokens or view.max_tokens
+    return estimate_tokens(body_len, max_output, default_output, choices=max(1, view.n or 1))
 
 
 def _for_target(exchange: Exchange, target: Target) -> Exchange:

@@ -101,6 +101,7 @@ class ProviderConfig(_Base, frozen=True):
     max_queue_wait_s: float = 30.0
     rpm: int | None = None
     tpm: int | None = None
+    rate_window_s: float = 60.0
     default_output_tokens: int = 1024
     max_pause_s: float = 60.0
     connect_timeout_s: float = 10.0
@@ -244,6 +245,7 @@ def _check_limits(key: str, provider: ProviderConfig) -> None:
     positive: dict[str, float | None] = {
         "rpm": provider.rpm,
         "tpm": provider.tpm,
+        "rate_window_s": provider.rate_window_s,
         "max_queue_wait_s": provider.max_queue_wait_s,
         "connect_timeout_s": provider.connect_timeout_s,
         "first_byte_timeout_s": provider.first_byte_timeout_s,

@@ -136,7 +136,7 @@ class ProviderActor:
             max_concurrency=config.max_concurrency,
             max_queue=config.max_queue,
             max_wait_s=config.max_queue_wait_s,
-            rate=RateLimiter(rpm=config.rpm, tpm=config.tpm),
+            rate=RateLimiter(rpm=config.rpm, tpm=config.tpm, window_s=config.rate_window_s),
         )
         self._breaker = Breaker(
             failures=config.breaker_failures,

@@ -10,9 +10,8 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 
 import httpx
 import msgspec
@@ -26,12 +25,11 @@ from actorproxy.actors.provider import Call, Done, Failure, Head, ProviderActor,
 from actorproxy.adapters.base import Exchange
 from actorproxy.adapters.openai import OpenAIAdapter
 from actorproxy.config import ProviderConfig
-from actorproxy.net.base import Headers, UpstreamRequest, UpstreamResponse
 from actorproxy.net.httpx_upstream import HttpxUpstream
+from tests.fakes.actor_upstream import OK_BODY, FakeUpstream, Plan
 
 BASE_URL = "https://api.test/v1"
 PROVIDER = ProviderConfig(name="up", kind="openai", base_url=BASE_URL, api_key_env="K")
-OK_BODY = b'{"id":"chatcmpl-1","object":"chat.completion"}'
 Receiver = trio.MemoryReceiveChannel[Reply]
 
 # Closing an httpx response early leaves httpx's own async generators to trio's finalizer,
@@ -89,91 +87,6 @@ def error_body(message: str = "bad", code: str | None = "oops") -> dict[str, obj
     return {
         "error": {"message": message, "type": "invalid_request_error", "param": "n", "code": code}
     }
-
-
-# -- a fake upstream the test steers with trio events ------------------------------------------
-
-Step = bytes | trio.Event | Exception
-
-
-@dataclass
-class Plan:
-    """How the fake answers one request id: wait for ``gate``, raise ``error`` or answer."""
-
-    gate: trio.Event | None = None
-    error: Exception | None = None
-    status: int = 200
-    body: Iterable[Step] = (OK_BODY,)
-
-
-@dataclass
-class FakeUpstream:
-    plans: dict[str, Plan] = field(default_factory=dict)
-    sent: list[str] = field(default_factory=list)
-    cancelled: list[str] = field(default_factory=list)
-    responses: dict[str, FakeResponse] = field(default_factory=dict)
-    in_flight: int = 0
-    peak: int = 0
-    closed: bool = False
-
-    async def send(self, request: UpstreamRequest) -> UpstreamResponse:
-        await trio.lowlevel.checkpoint_if_cancelled()  # like H11Pool: nothing sent if cancelled
-        rid = dict(request.headers)[b"x-request-id"].decode()
-        plan = self.plans.get(rid, Plan())
-        self.sent.append(rid)
-        self.in_flight += 1
-        self.peak = max(self.peak, self.in_flight)
-        try:
-            if plan.gate is not None:
-                await plan.gate.wait()
-            await trio.lowlevel.checkpoint()
-            if plan.error is not None:
-                raise plan.error
-        except BaseException as exc:
-            self.in_flight -= 1
-            if isinstance(exc, trio.Cancelled):
-                self.cancelled.append(rid)
-            raise
-        response = self.responses[rid] = FakeResponse(self, rid, plan)
-        return response
-
-    async def aclose(self) -> None:
-        self.closed = True
-        await trio.lowlevel.checkpoint()
-
-
-class FakeResponse:
-    def __init__(self, upstream: FakeUpstream, rid: str, plan: Plan) -> None:
-        self.status = plan.status
-        self.headers: Headers = [(b"x-request-id", f"up-{rid}".encode()), (b"server", b"fake")]
-        self.reads = 0
-        self.closed = False
-        self._upstream = upstream
-        self._rid = rid
-        self._steps: Iterator[Step] = iter(plan.body)
-
-    async def receive_some(self) -> bytes:
-        self.reads += 1
-        try:
-            for step in self._steps:
-                if isinstance(step, trio.Event):
-                    await step.wait()
-                elif isinstance(step, Exception):
-                    raise step
-                else:
-                    await trio.lowlevel.checkpoint()
-                    return step
-        except trio.Cancelled:
-            self._upstream.cancelled.append(self._rid)
-            raise
-        await trio.lowlevel.checkpoint()
-        return b""
-
-    async def aclose(self) -> None:
-        # No checkpoint: like the real upstreams, closing works inside a cancelled scope.
-        if not self.closed:
-            self.closed = True
-            self._upstream.in_flight -= 1
 
 
 def fake_actor(config: ProviderConfig = PROVIDER) -> tuple[ProviderActor, FakeUpstream]:

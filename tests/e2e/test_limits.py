@@ -39,7 +39,7 @@ async def wait_until_queued(server: runtime.Server, count: int) -> None:
 
 async def test_an_rpm_limit_queues_requests_then_serves_them(fake: FakeOpenAI) -> None:
     with trio.fail_after(15):
-        async with open_client(fake, rpm=2, rate_window_s=1.0) as (server, sdk):
+        async with open_client(fake, rpm=2, rate_window_s=2.0) as (server, sdk):
             start = trio.current_time()
             finished: list[float] = []
 
@@ -52,13 +52,15 @@ async def test_an_rpm_limit_queues_requests_then_serves_them(fake: FakeOpenAI) -
                 for _ in range(4):
                     clients.start_soon(ask)
                 await wait_until_queued(server, 2)
+                while len(fake.requests) < 2:
+                    await trio.sleep(0.01)
                 assert len(fake.requests) == 2  # the upstream has seen two, two wait
                 async with httpx.AsyncClient() as http:
                     ready = (await http.get(f"{server.urls[0]}/ready")).json()
                 admission = ready["actors"]["openai"]["admission"]
                 assert (admission["queued"], admission["rate"]["remaining_requests"]) == (2, 0)
     assert len(fake.requests) == 4
-    assert sorted(finished)[2] >= 1.0  # admitted a full window after the first two
+    assert sorted(finished)[2] >= 2.0  # admitted a full window after the first two
 
 
 async def test_a_full_queue_gives_the_sdk_a_429_with_retry_after(fake: FakeOpenAI) -> None:
@@ -93,3 +95,20 @@ async def test_a_slow_first_byte_is_a_504_and_frees_the_slot(fake: FakeOpenAI) -
     assert timed_out.value.code == "upstream_timeout"
     assert reply.choices[0].message.content
     assert (stats.in_flight, stats.admission.reservations) == (0, 0)
+
+
+async def test_a_request_that_can_never_fit_the_tpm_limit_is_a_400(fake: FakeOpenAI) -> None:
+    with trio.fail_after(15):
+        async with open_client(fake, tpm=1000, default_output_tokens=100) as (_, sdk):
+            with pytest.raises(openai.BadRequestError) as refused:
+                await sdk.chat.completions.create(
+                    model="gpt-4o-mini", messages=MESSAGES, max_tokens=600, n=2
+                )
+            small = await sdk.chat.completions.create(
+                model="gpt-4o-mini", messages=MESSAGES, max_tokens=400, n=2
+            )
+            default = await sdk.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert refused.value.code == "tokens_exceed_limit"
+    assert small.choices[0].message.content
+    assert default.choices[0].message.content
+    assert len(fake.requests) == 2

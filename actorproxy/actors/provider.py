@@ -174,8 +174,8 @@ class ProviderActor:
 
     def withdraw(self, call: Call) -> None:
         """Take a queued call out of the queue (its client left); no-op once it was admitted."""
-        if self._admission.withdraw(call):
-            self._changed.set()
+        if self._admission.withdraw(call) and self._admission.queue:
+            self._changed.set()  # the queue's head may have changed
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Admit calls until cancelled. A crash cancels every call in flight (see module doc)."""
@@ -230,7 +230,8 @@ class ProviderActor:
         finally:
             now = trio.current_time()
             self._admission.finish(call, now, seen=outcome.seen, usage=outcome.usage)
-            self._changed.set()
+            if self._admission.queue:  # a slot (and maybe tokens) for a waiting call
+                self._changed.set()
 
     def _release_probe(self, call: Call) -> None:
         if call.probe is not None:

@@ -57,6 +57,11 @@ async def test_an_rpm_limit_queues_requests_then_serves_them(fake: FakeOpenAI) -
                 assert len(fake.requests) == 2  # the upstream has seen two, two wait
                 async with httpx.AsyncClient() as http:
                     ready = (await http.get(f"{server.urls[0]}/ready")).json()
+                    metrics = (await http.get(f"{server.urls[0]}/metrics")).text
+                assert (
+                    'actorproxy_provider_rate_remaining{limit="requests",provider="openai"} 0.0'
+                    in metrics
+                )
                 admission = ready["actors"]["openai"]["admission"]
                 assert (admission["queued"], admission["rate"]["remaining_requests"]) == (2, 0)
     assert len(fake.requests) == 4

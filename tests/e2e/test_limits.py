@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
 import msgspec
@@ -11,7 +12,9 @@ import openai
 import pytest
 import trio
 
+from actorproxy import config as cfg
 from actorproxy import runtime
+from actorproxy.keys import KeyStore
 from tests.e2e.conftest import MODELS, base_url
 from tests.fakes.openai_upstream import Delay, FakeOpenAI, Hang
 from tests.harness import MASTER_KEY, environ, open_proxy, openai_provider, proxy_config
@@ -30,6 +33,10 @@ async def open_client(
         openai.AsyncOpenAI(base_url=base_url(server), api_key=MASTER_KEY, max_retries=0) as sdk,
     ):
         yield server, sdk
+
+
+async def ask(sdk: openai.AsyncOpenAI) -> None:
+    await sdk.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
 
 
 async def wait_until_queued(server: runtime.Server, count: int) -> None:
@@ -74,9 +81,7 @@ async def test_a_full_queue_gives_the_sdk_a_429_with_retry_after(fake: FakeOpenA
         async with open_client(fake, max_concurrency=1, max_queue=1) as (server, sdk):
             async with trio.open_nursery() as clients:
                 for _ in range(2):
-                    clients.start_soon(
-                        lambda: sdk.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
-                    )
+                    clients.start_soon(ask, sdk)
                 await wait_until_queued(server, 1)
                 with pytest.raises(openai.RateLimitError) as refused:
                     await sdk.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
@@ -117,3 +122,31 @@ async def test_a_request_that_can_never_fit_the_tpm_limit_is_a_400(fake: FakeOpe
     assert small.choices[0].message.content
     assert default.choices[0].message.content
     assert len(fake.requests) == 2
+
+
+async def test_queued_calls_are_queued_under_their_api_key(
+    fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    store = KeyStore(tmp_path / "keys.json")
+    secrets = [store.create(name)[1] for name in ("alice", "bob")]
+    provider = msgspec.structs.replace(openai_provider(fake.base_url), max_concurrency=1)
+    config = proxy_config(provider, models=MODELS)
+    auth = cfg.AuthConfig(master_key_env="ACTORPROXY_MASTER_KEY", keys_file=str(store.path))
+    config = msgspec.structs.replace(config, auth=auth)
+    fake.script(Hang())
+    with trio.fail_after(15):
+        async with open_proxy(config, environ(fake.api_key)) as server:
+            sdks = [
+                openai.AsyncOpenAI(base_url=base_url(server), api_key=key, max_retries=0)
+                for key in (MASTER_KEY, *secrets, secrets[0])
+            ]
+            async with trio.open_nursery() as clients:
+                for sdk in sdks:
+                    clients.start_soon(ask, sdk)
+                    await trio.sleep(0.05)  # in this order
+                await wait_until_queued(server, 3)
+                admission = server.actors["openai"].statistics().admission
+                clients.cancel_scope.cancel()
+            for sdk in sdks:
+                await sdk.close()
+    assert (admission.in_flight, admission.queued, admission.queued_keys) == (1, 3, 2)

@@ -99,12 +99,24 @@ class ProviderConfig(_Base, frozen=True):
     list_models: bool = False
     max_concurrency: int = 64
     max_queue: int = 1024
+    max_queue_wait_s: float = 30.0
+    rpm: int | None = None
+    tpm: int | None = None
+    rate_window_s: float = 60.0
+    default_output_tokens: int = 1024
+    max_pause_s: float = 60.0
     connect_timeout_s: float = 10.0
+    first_byte_timeout_s: float | None = None
+    idle_timeout_s: float | None = None
     request_timeout_s: float = 600.0
     headers: dict[str, str] = {}
     direct: bool = True
     breaker_failures: int = 5
     breaker_cooldown_s: float = 30.0
+    breaker_failure_rate: float = 0.5
+    breaker_window_s: float = 30.0
+    breaker_min_calls: int = 20
+    breaker_probes: int = 1
     mock: MockConfig = MockConfig()
     anthropic: AnthropicConfig = AnthropicConfig()
     azure: AzureConfig = AzureConfig()
@@ -144,9 +156,11 @@ class Price(_Base, frozen=True):
 
 
 class KeyLimitsConfig(_Base, frozen=True):
-    """How a request's tokens are estimated for a key's ``tpm`` and budget reservations."""
+    """How a request's prompt tokens are estimated for token reservations (keys and providers).
 
-    default_output_tokens: int = 1024  # reserved when a request sets no max_tokens
+    The output part is the request's max tokens, else the first target's
+    ``default_output_tokens`` (``[[providers]]``)."""
+
     bytes_per_token: float = 4.0
 
 
@@ -259,6 +273,32 @@ def _check_provider(where: str, index: int, provider: ProviderConfig) -> None:
         raise ConfigError(f"{key}.max_concurrency: must be at least 1")
     if provider.max_queue < 0:
         raise ConfigError(f"{key}.max_queue: must not be negative")
+    _check_limits(key, provider)
+
+
+def _check_limits(key: str, provider: ProviderConfig) -> None:
+    """Limits, timeouts and breaker settings: each a positive number where it is set."""
+    positive: dict[str, float | None] = {
+        "rpm": provider.rpm,
+        "tpm": provider.tpm,
+        "rate_window_s": provider.rate_window_s,
+        "max_queue_wait_s": provider.max_queue_wait_s,
+        "connect_timeout_s": provider.connect_timeout_s,
+        "first_byte_timeout_s": provider.first_byte_timeout_s,
+        "idle_timeout_s": provider.idle_timeout_s,
+        "request_timeout_s": provider.request_timeout_s,
+        "breaker_failures": provider.breaker_failures,
+        "breaker_window_s": provider.breaker_window_s,
+        "breaker_min_calls": provider.breaker_min_calls,
+        "breaker_probes": provider.breaker_probes,
+    }
+    for name, value in positive.items():
+        if value is not None and not value > 0:
+            raise ConfigError(f"{key}.{name}: must be positive")
+    if provider.default_output_tokens < 0 or provider.max_pause_s < 0:
+        raise ConfigError(f"{key}: default_output_tokens and max_pause_s must not be negative")
+    if not 0.0 < provider.breaker_failure_rate <= 1.0:
+        raise ConfigError(f"{key}.breaker_failure_rate: must be in (0, 1]")
 
 
 def _check_model(key: str, model: ModelConfig) -> None:
@@ -290,10 +330,8 @@ def _check_routing(where: str, config: Config) -> None:
         if not all(math.isfinite(v) and v >= 0 for v in values):
             raise ConfigError(f"{where}: prices.{model!r}: prices must be finite and >= 0")
     limits = config.key_limits
-    if limits.default_output_tokens < 0 or not limits.bytes_per_token > 0:
-        raise ConfigError(
-            f"{where}: key_limits: default_output_tokens >= 0 and bytes_per_token > 0 required"
-        )
+    if not limits.bytes_per_token > 0:
+        raise ConfigError(f"{where}: key_limits: bytes_per_token > 0 required")
 
 
 def _check_server(where: str, server: ServerConfig) -> None:

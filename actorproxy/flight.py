@@ -15,8 +15,7 @@ from actorproxy import asgi, errors
 from actorproxy.adapters.base import Endpoint
 from actorproxy.auth import Principal
 from actorproxy.dialects import OPENAI, Dialect, StreamEncoder
-from actorproxy.limits import usage
-from actorproxy.limits.keys import TokenUsage
+from actorproxy.limits.usage import TokenUsage
 from actorproxy.routing import Target
 from actorproxy.schema.records import Attempt
 from actorproxy.schema.records import Exchange as ExchangeRecord
@@ -52,6 +51,7 @@ class Flight:
     dialect: Dialect = OPENAI
     encoder: StreamEncoder | None = None  # the dialect's, for a stream it re-encodes
     rate_headers: asgi.Headers = field(default_factory=list)  # the key's x-ratelimit-*
+    usage: TokenUsage | None = None  # what the upstream reported (the actor's reply)
 
     def headers(self) -> asgi.Headers:
         return [(b"x-request-id", self.request_id.encode()), *self.rate_headers]
@@ -128,9 +128,7 @@ def real_usage(flight: Flight) -> TokenUsage | None:
     an error answer. A timeout, a client that left, or a cut stream may have been billed.
     """
     if 200 <= flight.status < 300:
-        if flight.stream:
-            return usage.from_stream(flight.chunks)
-        return usage.from_body(flight.response_body)
+        return flight.usage
     if flight.response_started or flight.status == CLIENT_CLOSED:
         return None
     if any(attempt.status_code == errors.UpstreamTimeout.status for attempt in flight.attempts):

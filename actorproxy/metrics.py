@@ -26,6 +26,7 @@ class ActorCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield from self._providers()
+        yield from self._limits()
         yield from self._logger_metrics()
 
     def _providers(self) -> Iterator[Metric]:
@@ -57,6 +58,39 @@ class ActorCollector(Collector):
             restarts.add_metric([name], stats.restarts)
         restarts.add_metric(["logger"], self._logger.statistics().restarts)
         yield from (in_flight, queued, breaker, served, restarts)
+
+    def _limits(self) -> Iterator[Metric]:
+        """Admission state: what is left of the rate limits, pauses, breaker openings."""
+        label, by_kind = ["provider"], ["provider", "limit"]
+        remaining = GaugeMetricFamily(
+            "actorproxy_provider_rate_remaining",
+            "Requests or tokens the rate limiter can still admit in its window.",
+            labels=by_kind,
+        )
+        paused = GaugeMetricFamily(
+            "actorproxy_provider_paused_seconds",
+            "Seconds admission stays paused because the upstream said stop.",
+            labels=label,
+        )
+        reservations = GaugeMetricFamily(
+            "actorproxy_provider_reservations", "Token reservations in flight.", labels=label
+        )
+        opened = CounterMetricFamily(
+            "actorproxy_provider_breaker_opened", "Times the breaker opened.", labels=label
+        )
+        for name, actor in self._actors.items():
+            stats = actor.statistics()
+            rate = stats.admission.rate
+            for kind, left in (
+                ("requests", rate.remaining_requests),
+                ("tokens", rate.remaining_tokens),
+            ):
+                if left is not None:
+                    remaining.add_metric([name, kind], left)
+            paused.add_metric([name], stats.paused_s)
+            reservations.add_metric([name], stats.admission.reservations)
+            opened.add_metric([name], stats.breaker.opened_total)
+        yield from (remaining, paused, reservations, opened)
 
     def _logger_metrics(self) -> Iterator[Metric]:
         stats = self._logger.statistics()

@@ -142,7 +142,13 @@ class ProxyHandler:
             raise errors.PermissionDenied(
                 f"This API key may not use the model `{route.alias}`.", param="model"
             )
-        tokens = self._keys.estimate(view, len(body), embeds=flight.endpoint == "embeddings")
+        first = self._planner.actors[route.targets[0].provider].config
+        tokens = self._keys.estimate(
+            view,
+            len(body),
+            embeds=flight.endpoint == "embeddings",
+            default_output=first.default_output_tokens,
+        )
         ticket = self._admit_key(flight, principal, route, tokens)
         headers = [h for h in scope["headers"] if h[0] in FORWARDED]
         exchange = Exchange(
@@ -254,7 +260,7 @@ class ProxyHandler:
             raise
         finally:
             if status == 0 or error_type is not None:
-                call.scope.cancel()  # abandoned here: the actor must stop working on it
+                call.cancel()  # abandoned here: the actor must stop working on it (or queueing it)
             flight.attempts.append(attempt_record(target, status, error_type, offset, flight))
 
     async def _relay(self, job: _Job, replies: trio.MemoryReceiveChannel[Reply], call: Call) -> int:
@@ -277,7 +283,7 @@ class ProxyHandler:
             self._planner.observe(flight.target, head.upstream_s, trio.current_time())
         headers = [*flight.headers(), *head.headers, flight.overhead_header(head.upstream_s)]
         if head.body is not None:
-            flight.response_body = head.body
+            flight.response_body, flight.usage = head.body, head.usage
             flight.finished = True
             body = flight.dialect.response(head.body, flight.model or "")
             await asgi.respond(send, head.status, body, headers)
@@ -308,7 +314,7 @@ async def _relay_stream(
             body = item if encoder is None else encoder.feed(item)
             await send({"type": "http.response.body", "body": body, "more_body": True})
         elif isinstance(item, Done):
-            flight.upstream_s = item.upstream_s
+            flight.upstream_s, flight.usage = item.upstream_s, item.usage
             if item.withheld:
                 chunks.append(item.withheld)
                 offsets.append((trio.current_time() - started) * 1000)

@@ -19,7 +19,7 @@ import time
 from actorproxy.config import KeyLimitsConfig, Price
 from actorproxy.keys import Limits
 from actorproxy.limits.gate import KeyGate
-from actorproxy.limits.keys import TokenUsage
+from actorproxy.limits.usage import TokenUsage
 from actorproxy.routing import Route, Target
 from actorproxy.schema.views import RouteView
 
@@ -40,7 +40,7 @@ def run(limits: Limits, key_id: str, requests: int) -> float:
     started = time.perf_counter()
     for i in range(requests):
         now = i * 1e-4
-        tokens = gate.estimate(view, 2048, embeds=False)
+        tokens = gate.estimate(view, 2048, embeds=False, default_output=1024)
         ticket = gate.admit(key_id, limits, ROUTE, tokens=tokens, at=(now, 1.7e9 + now))
         gate.headers(key_id, now)
         gate.settle(ticket, now, ROUTE.targets[0], USAGE if ticket.wants_usage else None)

@@ -40,8 +40,11 @@ from jsonschema.exceptions import ValidationError, relevance
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-SPEC_PATH = (
-    Path(__file__).resolve().parent.parent.parent / "shared" / "specs" / "openai-openapi.yaml"
+_SPEC = Path("shared") / "specs" / "openai-openapi.yaml"
+# The nearest ancestor's shared/ (a checkout under /work/wt/<name> has it two levels further up).
+SPEC_PATH = next(
+    (up / _SPEC for up in Path(__file__).resolve().parents if (up / _SPEC).exists()),
+    Path(__file__).resolve().parent.parent.parent / _SPEC,
 )
 SPEC_URI = "urn:openai-openapi"
 _CACHE_PREFIX = "actorproxy-openai-spec-"

@@ -44,8 +44,8 @@ class Exchange:
     request_id: str
     headers: Headers
     created: int = 0  # when the proxy received the request (Unix seconds), for ``created`` fields
-    key_id: str = ""  # the calling API key's id
-    tokens: int = 0  # the tokens reserved for it (``limits.rate.estimate_tokens``)
+    key_id: str = ""  # the calling API key's id ("" for the master key / open mode): fair queueing
+    tokens: int = 0  # the reservation estimate (``limits.rate.estimate_tokens``) for rpm/tpm
 
 
 class StreamTranslator(Protocol):

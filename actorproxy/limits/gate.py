@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from actorproxy.config import KeyLimitsConfig, Price
 from actorproxy.keys import Limits
 from actorproxy.limits import rate
-from actorproxy.limits.keys import KeyLimiter, KeyRequest, KeyTicket, TokenUsage
+from actorproxy.limits.keys import KeyLimiter, KeyRequest, KeyTicket
+from actorproxy.limits.usage import TokenUsage
 from actorproxy.routing import Route, Target
 from actorproxy.schema.views import RouteView
 
@@ -43,17 +44,18 @@ class KeyGate:
         self._prices = prices
         self._estimate = estimate
 
-    def estimate(self, view: RouteView, body_len: int, *, embeds: bool) -> int:
+    def estimate(self, view: RouteView, body_len: int, *, embeds: bool, default_output: int) -> int:
         """The tokens to reserve for a request of ``body_len`` bytes: ``rate.estimate_tokens``
-        with its ``max_completion_tokens`` (else ``max_tokens``) and ``n``, and the configured
-        defaults; embeddings have no output."""
+        with its ``max_completion_tokens`` (else ``max_tokens``, else ``default_output``: the
+        first target's ``default_output_tokens``) and ``n``; embeddings have no output. The one
+        estimate serves the key's limits and the provider actor's alike."""
         wanted = (
             view.max_tokens if view.max_completion_tokens is None else view.max_completion_tokens
         )
         return rate.estimate_tokens(
             body_len,
             0 if embeds else wanted,
-            self._estimate.default_output_tokens,
+            default_output,
             choices=max(1, view.n or 1),
             bytes_per_token=self._estimate.bytes_per_token,
         )

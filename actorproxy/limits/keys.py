@@ -34,23 +34,11 @@ from actorproxy import errors
 from actorproxy.config import Price
 from actorproxy.keys import Limits
 from actorproxy.limits.rate import NeverAdmissible, RateLimiter, Reservation
+from actorproxy.limits.usage import TokenUsage
 
 Period = Literal["day", "month"]
 MILLION = 1_000_000
 CONCURRENCY_RETRY_S = 1.0  # when a slot frees is unknown: the shortest honest advice
-
-
-@dataclass(frozen=True, slots=True)
-class TokenUsage:
-    """A response's real usage, as the upstream reported it."""
-
-    prompt: int
-    completion: int
-    cached: int = 0
-
-    @property
-    def total(self) -> int:
-        return self.prompt + self.completion
 
 
 def cost_usd(price: Price, usage: TokenUsage) -> float:

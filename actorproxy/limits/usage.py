@@ -1,20 +1,43 @@
-"""The real token usage of a response the proxy already holds: its JSON body or its stream.
+"""The real token usage of a finished response: pure, decoded once per response.
 
-Only keys with a ``tpm`` or a budget need it, so the hot path of other keys never decodes a
-response. A stream's usage is in its last event with a ``usage`` object (OpenAI sends it only when
-``stream_options.include_usage`` is set, by the client or by ``stream_usage = true``); only the
-stream's tail is searched. Pure; no I/O.
+The provider actor reads it as the response ends and hands it on with its reply (``Head.usage``,
+``Done.usage``): the actor reconciles its own token reservation with it, the proxy its key's
+reservation and budget, and metrics count it. Nothing else decodes a response for its usage.
+
+Only the ``usage`` object is decoded (a small msgspec view; msgspec skips everything else):
+
+* a whole OpenAI body (chat, completions, embeddings);
+* an OpenAI event stream: the last ``data:`` frame that carries a non-null ``usage``. A stream
+  only has one when the client (or ``stream_usage``) asked for it, in the last chunk before
+  ``[DONE]``, so ``StreamTail`` keeps references to the pieces of the last ``TAIL_BYTES`` only:
+  no copy per chunk, however finely the stream was split.
+
+``None`` means "unknown": callers keep a reservation charged in full (the safe side).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import deque
+from dataclasses import dataclass
 
 import msgspec
 
-from actorproxy.limits.keys import TokenUsage
+#: How much of a stream's end is kept for its usage chunk (a few hundred bytes, split across
+#: any number of pieces; ``data: [DONE]`` may arrive with it or on its own).
+TAIL_BYTES = 16 * 1024
 
-TAIL_BYTES = 16 * 1024  # the usage event is the last or next to last: a few hundred bytes
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """A response's real usage, as the upstream reported it (``cached``: of the prompt)."""
+
+    prompt: int
+    completion: int
+    cached: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.prompt + self.completion
 
 
 class _PromptDetails(msgspec.Struct):
@@ -36,37 +59,57 @@ _decoder = msgspec.json.Decoder(_WithUsage)
 
 
 def from_body(body: bytes) -> TokenUsage | None:
-    """The usage of a whole JSON response, ``None`` when it has none or is not JSON."""
+    """``usage`` of a whole JSON response body; ``None`` if absent, empty or unreadable."""
     try:
-        usage = _decoder.decode(body).usage
-    except msgspec.DecodeError:
+        found = _decoder.decode(body).usage
+    except msgspec.DecodeError:  # ValidationError is a DecodeError
         return None
-    return None if usage is None else _tokens(usage)
+    return None if found is None else _tokens(found)
 
 
-def from_stream(chunks: Sequence[bytes]) -> TokenUsage | None:
-    """The usage in the last event of an OpenAI event stream that carries one, else ``None``."""
-    tail: list[bytes] = []
-    size = 0
-    for chunk in reversed(chunks):
-        tail.append(chunk)
-        size += len(chunk)
-        if size >= TAIL_BYTES:
-            break
-    text = b"".join(reversed(tail))
-    for line in reversed(text.splitlines()):
-        if line.startswith(b"data:") and b'"usage"' in line:
-            found = from_body(line[5:].strip())
-            if found is not None:
-                return found
+def from_frames(data: bytes) -> TokenUsage | None:
+    """``usage`` of the last SSE frame in ``data`` that has one; ``None`` if none does."""
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n")
+    for frame in reversed(data.split(b"\n\n")):
+        start = frame.find(b"data:")
+        if start < 0 or b'"usage"' not in frame:
+            continue
+        found = from_body(frame[start + 5 :].strip())
+        if found is not None:
+            return found
     return None
 
 
-def _tokens(usage: _Usage) -> TokenUsage:
-    prompt = usage.prompt_tokens or 0
+class StreamTail:
+    """The pieces holding a stream's last ``TAIL_BYTES`` (references only) and what they say."""
+
+    __slots__ = ("_pieces", "_size")
+
+    def __init__(self) -> None:
+        self._pieces: deque[bytes] = deque()
+        self._size = 0
+
+    def feed(self, piece: bytes) -> None:
+        self._pieces.append(piece)
+        self._size += len(piece)
+        while self._size - len(self._pieces[0]) >= TAIL_BYTES:
+            self._size -= len(self._pieces.popleft())
+
+    def usage(self, withheld: bytes = b"") -> TokenUsage | None:
+        """The stream's usage; ``withheld`` frames (kept from the client) are read first."""
+        if withheld and (found := from_frames(withheld)) is not None:
+            return found
+        return from_frames(b"".join(self._pieces))
+
+
+def _tokens(usage: _Usage) -> TokenUsage | None:
+    if (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (None, None, None):
+        return None
+    prompt = max(0, usage.prompt_tokens or 0)
     completion = usage.completion_tokens
     if completion is None:  # embeddings report prompt and total only
-        completion = max(0, (usage.total_tokens or prompt) - prompt)
+        completion = (usage.total_tokens or prompt) - prompt
     details = usage.prompt_tokens_details
     cached = (details.cached_tokens or 0) if details is not None else 0
-    return TokenUsage(prompt, completion, cached)
+    return TokenUsage(prompt, max(0, completion), max(0, cached))

@@ -19,7 +19,7 @@ class RouteView(msgspec.Struct):
     model: str
     stream: bool | None = None
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = None
+    max_tokens: int | None = None  # these three size the token reservation (limits.rate)
     max_completion_tokens: int | None = None
     n: int | None = None
 

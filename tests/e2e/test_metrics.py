@@ -43,6 +43,10 @@ async def test_metrics_move_with_the_traffic(proxy: runtime.Server, fake: FakeOp
     )
     assert got[("actorproxy_provider_in_flight", (("provider", "openai"),))] == 0
     assert got[("actorproxy_provider_breaker_state", (("provider", "openai"),))] == 0
+    assert got[("actorproxy_provider_breaker_opened_total", (("provider", "openai"),))] == 0
+    assert got[("actorproxy_provider_paused_seconds", (("provider", "openai"),))] == 0
+    assert got[("actorproxy_provider_reservations", (("provider", "openai"),))] == 0
+    assert not any(name == "actorproxy_provider_rate_remaining" for name, _ in got)  # unlimited
     assert got[("actorproxy_logger_records_received_total", ())] == 3
     assert got[("actorproxy_logger_records_dropped_total", ())] == 0
     assert got[("actorproxy_actor_restarts_total", (("actor", "logger"),))] == 0

@@ -254,3 +254,33 @@ def test_routing_prices_and_weights_decode(tmp_path: Path) -> None:
     assert config.models[0].weights == [3.0, 1.0] and config.models[0].max_retries == 2
     assert config.routing.max_retries == 1 and config.routing.retry_base_s == 0.1
     assert config.prices["gpt-4o"] == cfg.Price(input=2.5, cached_input=1.25, output=10.0)
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [
+        ("rpm = 0", "rpm"),
+        ("tpm = -5", "tpm"),
+        ("rate_window_s = 0.0", "rate_window_s"),
+        ("max_queue_wait_s = 0.0", "max_queue_wait_s"),
+        ("first_byte_timeout_s = -1.0", "first_byte_timeout_s"),
+        ("idle_timeout_s = 0.0", "idle_timeout_s"),
+        ("breaker_probes = 0", "breaker_probes"),
+        ("breaker_min_calls = 0", "breaker_min_calls"),
+        ("breaker_failure_rate = 1.5", "breaker_failure_rate"),
+        ("default_output_tokens = -1", "default_output_tokens"),
+    ],
+)
+def test_limits_timeouts_and_breaker_settings_are_checked(
+    tmp_path: Path, line: str, key: str
+) -> None:
+    message = load_error(tmp_path, f"{MOCK_PROVIDER}{line}\n")
+    assert "providers[0]" in message
+    assert key in message
+
+
+def test_limits_decode(tmp_path: Path) -> None:
+    text = f"{MOCK_PROVIDER}rpm = 60\ntpm = 90000\nidle_timeout_s = 20.0\nbreaker_probes = 2\n"
+    provider = cfg.load(write(tmp_path, text)).providers[0]
+    assert (provider.rpm, provider.tpm, provider.idle_timeout_s) == (60, 90000, 20.0)
+    assert (provider.breaker_probes, provider.first_byte_timeout_s) == (2, None)

@@ -20,11 +20,11 @@ from actorproxy.limits.keys import (
     KeyLimiter,
     KeyRequest,
     KeyTicket,
-    TokenUsage,
     cost_usd,
     duration,
     period_of,
 )
+from actorproxy.limits.usage import TokenUsage
 from actorproxy.routing import Route, Target
 from actorproxy.schema.views import RouteView
 
@@ -319,13 +319,18 @@ def test_changed_limits_take_effect_for_the_next_request() -> None:
 
 
 def test_the_estimate_reads_max_tokens_n_and_the_defaults() -> None:
-    gate = KeyGate({}, KeyLimitsConfig(default_output_tokens=100, bytes_per_token=4.0))
+    gate = KeyGate({}, KeyLimitsConfig(bytes_per_token=4.0))
 
     def view(**fields: object) -> RouteView:
         return RouteView(model="m", **fields)  # type: ignore[arg-type]
 
-    assert gate.estimate(view(), 40, embeds=False) == 10 + 100
-    assert gate.estimate(view(max_tokens=7), 40, embeds=False) == 10 + 7
-    assert gate.estimate(view(max_tokens=7, max_completion_tokens=9), 40, embeds=False) == 19
-    assert gate.estimate(view(max_tokens=7, n=3), 40, embeds=False) == 10 + 21
-    assert gate.estimate(view(max_tokens=7), 40, embeds=True) == 10
+    assert gate.estimate(view(), 40, embeds=False, default_output=100) == 10 + 100
+    assert gate.estimate(view(max_tokens=7), 40, embeds=False, default_output=100) == 10 + 7
+    assert (
+        gate.estimate(
+            view(max_tokens=7, max_completion_tokens=9), 40, embeds=False, default_output=100
+        )
+        == 19
+    )
+    assert gate.estimate(view(max_tokens=7, n=3), 40, embeds=False, default_output=100) == 10 + 21
+    assert gate.estimate(view(max_tokens=7), 40, embeds=True, default_output=100) == 10

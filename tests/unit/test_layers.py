@@ -25,7 +25,8 @@ ADAPTERS_MAY_USE = (
 PURE: dict[str, tuple[str, ...]] = {
     "routing.py": ("actorproxy.errors", "actorproxy.config"),
     "actors/breaker.py": (),
-    "limits/rate.py": (),
+    "actors/admission.py": ("actorproxy.errors", "actorproxy.limits"),
+    **{f"limits/{p.name}": ("actorproxy.limits",) for p in sorted(PACKAGE.glob("limits/*.py"))},
     "limits/keys.py": (
         "actorproxy.errors",
         "actorproxy.config",

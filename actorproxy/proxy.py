@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import msgspec
 import trio
@@ -55,6 +55,8 @@ class ProxyHandler:
         self._auth = auth
         self._logger = logger
         self._max_body = max_body_bytes
+        #: Called with each finished request's ``Flight`` after its response went out (metrics).
+        self.observers: list[Callable[[Flight], None]] = []
 
     async def handle(
         self,
@@ -75,6 +77,8 @@ class ProxyHandler:
             flight.status = CLIENT_CLOSED
         else:
             await self._serve(receive, send, flight, exchange, route)
+        for observe in self.observers:
+            observe(flight)
         await self._logger.submit(exchange_record(flight, self._replica))
 
     async def count_tokens(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:

@@ -39,10 +39,12 @@ from actorproxy.auth import Authenticator
 from actorproxy.net.base import Upstream
 from actorproxy.net.mock import MockUpstream
 from actorproxy.net.pool import H11Pool
+from actorproxy.ops import Ops
 from actorproxy.proxy import ProxyHandler
 from actorproxy.redact import Redactor
 from actorproxy.routing import Router
 from actorproxy.storage.sink import DatasetSink
+from actorproxy.telemetry import RequestStats
 
 log = logging.getLogger("actorproxy.runtime")
 
@@ -180,14 +182,9 @@ async def serve(
         max_body_bytes=config.server.max_body_bytes,
         replica=replica,
     )
-    gateway = Gateway(
-        proxy=proxy,
-        router=router,
-        auth=auth,
-        actors=actors,
-        logger=logger,
-        created=int(time.time()),
-    )
+    ops = Ops(actors, logger, RequestStats(_model_labels(config), actors), auth)
+    proxy.observers.append(ops.observe)
+    gateway = Gateway(proxy=proxy, router=router, ops=ops, created=int(time.time()))
     try:
         async with trio.open_nursery() as root:
             await root.start(supervisor.run)
@@ -255,6 +252,11 @@ def _dataset_sink(
         redactor=redactor,
         config=dataset,
     )
+
+
+def _model_labels(config: cfg.Config) -> list[str]:
+    """The names ``/metrics`` may use as a ``model`` label: aliases and their targets."""
+    return [name for model in config.models for name in (model.name, *model.targets)]
 
 
 def _base_dir(config: cfg.Config) -> Path:

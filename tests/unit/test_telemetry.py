@@ -1,0 +1,66 @@
+"""The pure core behind /metrics and the dashboard: buckets, percentiles, usage, labels."""
+
+from __future__ import annotations
+
+from actorproxy.flight import Flight
+from actorproxy.routing import Target
+from actorproxy.telemetry import Histogram, RequestStats, Tokens, percentile, usage_of
+
+
+def test_histogram_buckets_are_upper_bounds_inclusive_and_cumulative() -> None:
+    histogram = Histogram((0.1, 1.0))
+    for value in (0.05, 0.1, 0.5, 1.0, 7.0):
+        histogram.observe(value)
+    assert histogram.cumulative() == [("0.1", 2), ("1.0", 4), ("+Inf", 5)]
+    assert histogram.count == 5
+    assert histogram.total == 0.05 + 0.1 + 0.5 + 1.0 + 7.0
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 0.5) == 50.0
+    assert percentile(values, 0.99) == 99.0
+    assert percentile([3.0], 0.99) == 3.0
+    assert percentile([], 0.5) is None
+
+
+def _flight(**fields: object) -> Flight:
+    flight = Flight("req_1", "chat", started=10.0, wall_start=1000.0, status=200)
+    for name, value in fields.items():
+        setattr(flight, name, value)
+    return flight
+
+
+def test_usage_from_a_body_and_from_a_streams_last_usage_event() -> None:
+    body = b'{"usage": {"prompt_tokens": 7, "completion_tokens": 3,'
+    body += b' "prompt_tokens_details": {"cached_tokens": 2}}}'
+    assert usage_of(_flight(response_body=body)) == Tokens(7, 3, 2)
+    chunks = [
+        b'data: {"choices": [{"delta": {}}], "usage": null}\n\n',
+        b'data: {"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":4}}\n\n'
+        b"data: [DONE]\n\n",
+    ]
+    assert usage_of(_flight(stream=True, chunks=chunks)) == Tokens(5, 4, 0)
+    assert usage_of(_flight(stream=True, chunks=chunks[:1])) is None
+    assert usage_of(_flight(response_body=body, status=500)) is None
+    assert usage_of(_flight(response_body=b"not json")) is None
+
+
+def test_observe_counts_one_request_under_bounded_labels() -> None:
+    stats = RequestStats(["fast"], ["openai"])
+    body = b'{"usage": {"prompt_tokens": 7, "completion_tokens": 3}}'
+    stats.observe(
+        _flight(model="fast", target=Target("openai", "m"), upstream_s=0.5, response_body=body),
+        now=11.0,
+        wall=1001.0,
+    )
+    stats.observe(_flight(model="made-up", status=404), now=10.5, wall=1000.5)
+    assert stats.requests == {
+        ("chat", "fast", "openai", "200"): 1,
+        ("chat", "other", "none", "404"): 1,
+    }
+    assert stats.tokens == {("openai", "fast", "input"): 7, ("openai", "fast", "output"): 3}
+    assert stats.overhead[("chat",)].total == 0.5
+    view = stats.provider_view("openai")
+    assert (view.requests, view.tokens_out, view.p50_ms) == (1, 3, 1000.0)
+    assert [r.status for r in stats.recent] == [200, 404]

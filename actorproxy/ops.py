@@ -11,10 +11,11 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
+from actorproxy import config as cfg
 from actorproxy.actors.logger import LoggerActor
 from actorproxy.actors.provider import ProviderActor
 from actorproxy.auth import Authenticator
@@ -37,6 +38,26 @@ class Ops:
     def observe(self, flight: Flight) -> None:
         """Count a finished request (the proxy handler calls it after the response is sent)."""
         self.stats.observe(flight, trio.current_time(), time.time())
+
+
+class SpanSink(Protocol):
+    def observe(self, flight: Flight) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+
+def span_export(config: cfg.Config) -> SpanSink | None:
+    """The OTLP span exporter when ``[tracing] otlp_endpoint`` is set; imports OTel only then."""
+    if config.tracing.otlp_endpoint is None:
+        return None
+    try:
+        from actorproxy import otel
+    except ImportError as exc:
+        raise cfg.ConfigError(
+            f"{config.source}: tracing.otlp_endpoint needs the otel extra "
+            f"(pip install 'actorproxy[otel]'): {exc}"
+        ) from None
+    return otel.SpanExport(config.tracing, {p.name: p.kind for p in config.providers})
 
 
 def snapshot(ops: Ops, *, recent: bool = True) -> dict[str, Any]:

@@ -17,14 +17,14 @@ from collections.abc import Callable, Mapping
 import msgspec
 import trio
 
-from actorproxy import asgi, errors
+from actorproxy import asgi, errors, tracing
 from actorproxy.actors.logger import LoggerActor
 from actorproxy.actors.provider import Call, Done, Failure, Head, ProviderActor, Reply
 from actorproxy.adapters import messages_inbound
 from actorproxy.adapters.base import Endpoint, Exchange
 from actorproxy.auth import Authenticator
 from actorproxy.dialects import MESSAGES, OPENAI, Dialect
-from actorproxy.flight import CLIENT_CLOSED, Flight, attempt_record, exchange_record, trace_id
+from actorproxy.flight import CLIENT_CLOSED, Flight, attempt_record, exchange_record
 from actorproxy.routing import Route, Router, Target
 from actorproxy.schema import views
 
@@ -35,7 +35,7 @@ SSE_HEADERS: asgi.Headers = [
     (b"content-type", b"text/event-stream"),
     (b"cache-control", b"no-cache"),
 ]
-FORWARDED = frozenset({b"traceparent", b"tracestate", b"openai-beta"})
+FORWARDED = frozenset({b"openai-beta"})  # and the trace context, see tracing.py
 
 
 class ProxyHandler:
@@ -67,7 +67,8 @@ class ProxyHandler:
         dialect: Dialect = OPENAI,
     ) -> None:
         flight = Flight(asgi.request_id(scope), endpoint, trio.current_time(), time.time())
-        flight.trace_id, flight.dialect = trace_id(scope), dialect
+        flight.trace = trace = tracing.from_headers(scope["headers"])
+        flight.trace_id, flight.dialect = trace.trace_id, dialect
         try:
             exchange, route = await self._admit(scope, receive, flight)
         except errors.ProxyError as exc:
@@ -117,6 +118,8 @@ class ProxyHandler:
                 f"This API key may not use the model `{route.alias}`.", param="model"
             )
         headers = [h for h in scope["headers"] if h[0] in FORWARDED]
+        if flight.trace is not None:
+            headers += flight.trace.upstream_headers()
         exchange = Exchange(
             flight.endpoint,
             body,

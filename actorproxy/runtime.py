@@ -39,7 +39,7 @@ from actorproxy.auth import Authenticator
 from actorproxy.net.base import Upstream
 from actorproxy.net.mock import MockUpstream
 from actorproxy.net.pool import H11Pool
-from actorproxy.ops import Ops
+from actorproxy.ops import Ops, span_export
 from actorproxy.proxy import ProxyHandler
 from actorproxy.redact import Redactor
 from actorproxy.routing import Router
@@ -184,6 +184,9 @@ async def serve(
     )
     ops = Ops(actors, logger, RequestStats(_model_labels(config), actors), auth)
     proxy.observers.append(ops.observe)
+    spans = span_export(config)
+    if spans is not None:
+        proxy.observers.append(spans.observe)
     gateway = Gateway(proxy=proxy, router=router, ops=ops, created=int(time.time()))
     try:
         async with trio.open_nursery() as root:
@@ -202,6 +205,8 @@ async def serve(
         with trio.CancelScope(shield=True), trio.move_on_after(5):
             for actor in actors.values():
                 await actor.aclose()
+            if spans is not None:
+                await trio.to_thread.run_sync(spans.shutdown, abandon_on_cancel=True)
 
 
 async def _serve_http(

@@ -26,6 +26,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
 from actorproxy import config as cfg
+from actorproxy import events
 from actorproxy.actors.logger import Batching, LoggerActor
 from actorproxy.actors.provider import ProviderActor
 from actorproxy.actors.supervisor import Supervisor
@@ -183,7 +184,7 @@ async def serve(
         replica=replica,
     )
     ops = Ops(actors, logger, RequestStats(_model_labels(config), actors), auth)
-    proxy.observers.append(ops.observe)
+    proxy.observers += [ops.observe, events.log_failure]
     spans = span_export(config)
     if spans is not None:
         proxy.observers.append(spans.observe)
@@ -191,10 +192,12 @@ async def serve(
     try:
         async with trio.open_nursery() as root:
             await root.start(supervisor.run)
+            await root.start(events.watch, ops)
             http_done = trio.Event()
             urls = await root.start(_serve_http, gateway, config.server, shutdown, http_done)
             if auth.is_open:
                 log.warning("no API keys configured: open access, loopback only")
+            log.info("config", extra=_config_summary(config))
             log.info("listening", extra={"urls": urls, "config": config.source})
             task_status.started(Server(urls, gateway, actors, logger, supervisor))
             await http_done.wait()
@@ -257,6 +260,18 @@ def _dataset_sink(
         redactor=redactor,
         config=dataset,
     )
+
+
+def _config_summary(config: cfg.Config) -> dict[str, object]:
+    """What the start-up log line says about the config: names and kinds, never secrets."""
+    return {
+        "source": config.source,
+        "providers": [f"{p.name} ({p.kind})" for p in config.providers],
+        "models": [m.name for m in config.models],
+        "dataset": config.dataset.dir,
+        "tracing": config.tracing.otlp_endpoint is not None,
+        "log_level": config.logging.level,
+    }
 
 
 def _model_labels(config: cfg.Config) -> list[str]:

@@ -6,6 +6,7 @@
     POST   /admin/keys              create a key {"name", limits...}; answers its secret once
     PATCH  /admin/keys/{id}         change a key's limits: the fields given replace the stored ones
     DELETE /admin/keys/{id}         revoke a key
+    POST   /admin/reload            read the config file again and apply it (see reload.py)
     GET    /admin/ui                the dashboard (one HTML page; it asks for the key itself)
     WS     /admin/ws                the dashboard's feed: send {"key": ...}, then receive snapshots
 
@@ -17,6 +18,7 @@ With no keys configured at all (open, loopback only) the admin API is open as we
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict
 from importlib import resources
 from typing import Any, TypeVar, cast
 
@@ -26,6 +28,7 @@ from quart import Response, request, websocket
 from quart_trio import QuartTrio
 
 from actorproxy import errors
+from actorproxy.config import ConfigError
 from actorproxy.keys import KeyRecord, KeysFileError, LimitArgs, Limits, Name, UnknownKey
 from actorproxy.ops import Ops, snapshot
 
@@ -65,6 +68,17 @@ def register(app: QuartTrio, ops: Ops) -> None:
     async def requests() -> tuple[bytes, int, dict[str, str]]:
         _require_admin(ops, _headers())
         return _json({"data": snapshot(ops)["recent"]})
+
+    @app.post("/admin/reload")
+    async def reload() -> tuple[bytes, int, dict[str, str]]:
+        _require_admin(ops, _headers())
+        if ops.reloader is None:
+            raise errors.InvalidRequest("This server cannot reload its config.")
+        try:
+            done = await ops.reloader.reload()
+        except ConfigError as exc:
+            raise errors.InvalidRequest(f"The config was not reloaded: {exc}") from None
+        return _json(asdict(done))
 
     @app.get("/admin/ui")
     async def ui() -> Response:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
+from functools import partial
 
 import msgspec
 import trio
@@ -26,6 +28,8 @@ with no keys.
 
 
 MASTER_KEY_ENV = "ACTORPROXY_MASTER_KEY"
+
+log = logging.getLogger("actorproxy.cli")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -110,17 +114,26 @@ def _serve(args: argparse.Namespace) -> int:
 
 async def _serve_until_signal(config: cfg.Config) -> None:
     shutdown = trio.Event()
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    signals_wanted = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    with trio.open_signal_receiver(*signals_wanted) as signals:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_wait_for_signal, signals, shutdown)
-            await runtime.serve(config, environ=os.environ, shutdown=shutdown)
-            nursery.cancel_scope.cancel()
+            serve = partial(runtime.serve, config, environ=os.environ, shutdown=shutdown)
+            server: runtime.Server = await nursery.start(serve)
+            await _handle_signals(signals, shutdown, server)
 
 
-async def _wait_for_signal(signals: AsyncIterator[int], shutdown: trio.Event) -> None:
-    async for _ in signals:
-        shutdown.set()
-        return
+async def _handle_signals(
+    signals: AsyncIterator[int], shutdown: trio.Event, server: runtime.Server
+) -> None:
+    """SIGHUP reloads the config file; SIGTERM or SIGINT start a graceful shutdown."""
+    async for signum in signals:
+        if signum != signal.SIGHUP:
+            shutdown.set()
+            return
+        try:
+            await server.reloader.reload()
+        except cfg.ConfigError as exc:
+            log.error("config reload failed; nothing changed", extra={"error": str(exc)})
 
 
 def _check_config(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ from actorproxy.actors.provider import ProviderActor
 from actorproxy.auth import Authenticator
 from actorproxy.flight import Flight
 from actorproxy.keys import KeyStore
+from actorproxy.reload import Reloader
 from actorproxy.telemetry import RequestStats
 
 
@@ -30,6 +31,7 @@ class Ops:
     logger: LoggerActor
     stats: RequestStats
     auth: Authenticator
+    reloader: Reloader | None = None
 
     def keys(self) -> KeyStore | None:
         path = self.auth.keys_file

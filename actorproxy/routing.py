@@ -28,6 +28,10 @@ class Route:
 
 class Router:
     def __init__(self, config: Config) -> None:
+        self.reconfigure(config)
+
+    def reconfigure(self, config: Config) -> None:
+        """Route by ``config`` from now on (a config reload)."""
         self._aliases = {
             model.name: _route(model.name, model.targets, model.strategy) for model in config.models
         }

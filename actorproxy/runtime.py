@@ -43,6 +43,7 @@ from actorproxy.net.pool import H11Pool
 from actorproxy.ops import Ops, span_export
 from actorproxy.proxy import ProxyHandler
 from actorproxy.redact import Redactor
+from actorproxy.reload import Reloader, model_labels
 from actorproxy.routing import Router
 from actorproxy.storage.sink import DatasetSink
 from actorproxy.telemetry import RequestStats
@@ -57,6 +58,7 @@ class Server:
     actors: Mapping[str, ProviderActor]
     logger: LoggerActor
     supervisor: Supervisor
+    reloader: Reloader
 
 
 def build_actor(
@@ -183,7 +185,16 @@ async def serve(
         max_body_bytes=config.server.max_body_bytes,
         replica=replica,
     )
-    ops = Ops(actors, logger, RequestStats(_model_labels(config), actors), auth)
+    stats = RequestStats(model_labels(config), actors)
+    reloader = Reloader(
+        config,
+        actors=actors,
+        build=lambda provider: build_actor(provider, environ, given.get(provider.name)),
+        supervisor=supervisor,
+        router=router,
+        stats=stats,
+    )
+    ops = Ops(actors, logger, stats, auth, reloader)
     proxy.observers += [ops.observe, events.log_failure]
     spans = span_export(config)
     if spans is not None:
@@ -193,13 +204,14 @@ async def serve(
         async with trio.open_nursery() as root:
             await root.start(supervisor.run)
             await root.start(events.watch, ops)
+            await root.start(reloader.run)
             http_done = trio.Event()
             urls = await root.start(_serve_http, gateway, config.server, shutdown, http_done)
             if auth.is_open:
                 log.warning("no API keys configured: open access, loopback only")
             log.info("config", extra=_config_summary(config))
             log.info("listening", extra={"urls": urls, "config": config.source})
-            task_status.started(Server(urls, gateway, actors, logger, supervisor))
+            task_status.started(Server(urls, gateway, actors, logger, supervisor, reloader))
             await http_done.wait()
             with trio.move_on_after(config.server.graceful_timeout_s):
                 await logger.stop()
@@ -272,11 +284,6 @@ def _config_summary(config: cfg.Config) -> dict[str, object]:
         "tracing": config.tracing.otlp_endpoint is not None,
         "log_level": config.logging.level,
     }
-
-
-def _model_labels(config: cfg.Config) -> list[str]:
-    """The names ``/metrics`` may use as a ``model`` label: aliases and their targets."""
-    return [name for model in config.models for name in (model.name, *model.targets)]
 
 
 def _base_dir(config: cfg.Config) -> Path:

@@ -164,6 +164,13 @@ class RequestStats:
         self.totals = {name: ProviderTotals() for name in self.providers}
         self.recent: deque[Recent] = deque(maxlen=RECENT)
 
+    def reconfigure(self, models: Iterable[str], providers: Iterable[str]) -> None:
+        """Label by the new config's names (a config reload); counts so far stay."""
+        self._models = frozenset(models)
+        self.providers = list(providers)
+        for name in self.providers:
+            self.totals.setdefault(name, ProviderTotals())
+
     def model_label(self, model: str | None) -> str:
         return model if model is not None and model in self._models else OTHER
 

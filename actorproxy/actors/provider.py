@@ -111,6 +111,7 @@ class ProviderActor:
         self._in_flight = 0
         self._models: list[str] = []
         self._models_expire = float("-inf")
+        self._drained = trio.Event()
 
     def submit(self, call: Call) -> None:
         """Queue ``call`` without waiting. ``Unavailable`` if the breaker is open, 429 if full."""
@@ -130,19 +131,40 @@ class ProviderActor:
             ) from None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Admit calls until cancelled. A crash cancels every call in flight (see module doc)."""
+        """Admit calls until cancelled, or until ``stop()`` and every call taken has ended.
+
+        A crash cancels every call in flight (see module doc).
+        """
         async with trio.open_nursery() as nursery:
             self.state = "running"
             task_status.started()
-            while True:
-                await self._admit_next(nursery)
+            while await self._admit_next(nursery):
+                pass
+        self._drained.set()
 
-    async def _admit_next(self, nursery: trio.Nursery) -> None:
-        """Take a concurrency slot, then the next call: the mailbox holds exactly the queue."""
+    def stop(self) -> None:
+        """Take no new calls; ``run()`` returns once the queued and in-flight ones have ended.
+
+        Used when a config reload replaces this actor: nothing in flight is cancelled.
+        """
+        self._outbox.close()
+
+    async def wait_drained(self) -> None:
+        """Return once ``run()`` has ended after ``stop()``."""
+        await self._drained.wait()
+
+    async def _admit_next(self, nursery: trio.Nursery) -> bool:
+        """Take a concurrency slot, then the next call: the mailbox holds exactly the queue.
+
+        False once the mailbox is closed (``stop()``) and empty.
+        """
         slot = _Slot()
         await self._limiter.acquire_on_behalf_of(slot)
         try:
             call = await self._inbox.receive()
+        except trio.EndOfChannel:
+            self._limiter.release_on_behalf_of(slot)
+            return False
         except BaseException:
             self._limiter.release_on_behalf_of(slot)
             raise
@@ -150,9 +172,10 @@ class ProviderActor:
             self._limiter.release_on_behalf_of(slot)
             self._release_probe(call)
             call.reply.close()
-            return
+            return True
         call.queue_s = trio.current_time() - call.submitted
         nursery.start_soon(self._serve, call, slot)
+        return True
 
     async def _serve(self, call: Call, slot: _Slot) -> None:
         self._in_flight += 1

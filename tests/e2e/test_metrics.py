@@ -10,7 +10,6 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from actorproxy import config as cfg
 from actorproxy import runtime
 from tests.e2e.conftest import MODELS, base_url
 from tests.fakes.openai_upstream import FakeOpenAI, Respond
@@ -161,11 +160,3 @@ async def test_models_outside_the_config_share_one_label(proxy: runtime.Server) 
     got = await scrape(proxy)
     models = {dict(key)["model"] for name, key in got if name == "actorproxy_requests_total"}
     assert models == {"other"}
-
-
-def test_model_labels_are_aliases_and_targets() -> None:
-    config = proxy_config(
-        openai_provider("http://127.0.0.1:9"),
-        models=[cfg.ModelConfig(name="fast", targets=["openai/gpt-4o-mini"])],
-    )
-    assert runtime._model_labels(config) == ["fast", "openai/gpt-4o-mini"]

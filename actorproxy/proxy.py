@@ -84,7 +84,7 @@ class ProxyHandler:
 
     async def count_tokens(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
         """Anthropic's ``/v1/messages/count_tokens``: an estimate, answered without an upstream."""
-        flight = Flight(asgi.request_id(scope), "chat", 0.0, 0.0, dialect=MESSAGES)
+        flight = Flight(asgi.request_id(scope), "chat", trio.current_time(), 0.0, dialect=MESSAGES)
         try:
             self._auth.authenticate(scope["headers"])
             if scope["method"] != "POST":
@@ -98,7 +98,7 @@ class ProxyHandler:
         except asgi.ClientGone:
             return
         else:
-            await asgi.respond(send, 200, answer, flight.headers())
+            await asgi.respond(send, 200, answer, [*flight.headers(), flight.overhead_header(0.0)])
 
     async def _admit(
         self, scope: asgi.Scope, receive: asgi.Receive, flight: Flight
@@ -275,7 +275,8 @@ async def _end_stream_with_error(send: asgi.Send, flight: Flight, error: errors.
 
 async def _respond_error(send: asgi.Send, flight: Flight, error: errors.ProxyError) -> None:
     status, body, headers = flight.dialect.error(error)
-    await asgi.respond(send, status, body, [*flight.headers(), *headers])
+    overhead = flight.overhead_header(flight.upstream_s or 0.0)
+    await asgi.respond(send, status, body, [*flight.headers(), overhead, *headers])
 
 
 def _decode_view(body: bytes) -> views.RouteView:

@@ -160,3 +160,19 @@ async def test_models_outside_the_config_share_one_label(proxy: runtime.Server) 
     got = await scrape(proxy)
     models = {dict(key)["model"] for name, key in got if name == "actorproxy_requests_total"}
     assert models == {"other"}
+
+
+async def test_every_proxy_response_carries_the_overhead_header(
+    proxy: runtime.Server, fake: FakeOpenAI
+) -> None:
+    fake.script(FAIL)
+    with trio.fail_after(10):
+        async with httpx.AsyncClient(headers=AUTH) as http:
+            answers = [
+                await http.post(f"{base_url(proxy)}/chat/completions", json=body)
+                for body in (CHAT, CHAT, {**CHAT, "model": "nope"}, {"model": 1})
+            ]
+            answers.append(await http.post(f"{base_url(proxy)}/completions", content=b"{"))
+    assert [a.status_code for a in answers] == [500, 200, 404, 400, 400]
+    for answer in answers:
+        assert float(answer.headers["x-actorproxy-overhead-ms"]) >= 0

@@ -19,11 +19,44 @@ from actorproxy.storage import cli as dataset_cli
 
 DESCRIPTION = """\
 An OpenAI-compatible LLM gateway. Point any OpenAI SDK at http://HOST:PORT/v1 and change nothing
-else: calls are forwarded to the configured providers under exact limits.
+else: calls are forwarded to the configured providers under exact limits, and each one is
+recorded in a Parquet dataset.
 
 With no config file, `actorproxy serve` starts on 127.0.0.1:8000 with a built-in `mock` provider,
 so `curl http://127.0.0.1:8000/v1/chat/completions -d '{"model":"mock","messages":[...]}'` works
 with no keys.
+"""
+
+EPILOG = """\
+examples:
+  actorproxy serve --config proxy.toml               serve until SIGTERM; SIGHUP reloads
+  actorproxy check-config proxy.toml                 validate a config, do not serve
+  actorproxy keys create --config proxy.toml --name ci --rpm 60
+  actorproxy dataset tail --config proxy.toml -n 5   the newest recorded requests
+
+environment:
+  ACTORPROXY_CONFIG      the config file when --config is not given
+  ACTORPROXY_MASTER_KEY  with no config file: require this key (the embedded default behind a key)
+
+while serving: /metrics (Prometheus), /admin/* (master key; see docs/observability.md),
+/admin/ui (live dashboard), JSON log lines on stderr.
+exit status: 0 after a clean shutdown, 1 on a runtime failure, 2 for a bad config or usage.
+"""
+
+SERVE = """\
+Run the gateway until SIGTERM or SIGINT, then stop accepting connections and let in-flight
+requests finish (up to server.graceful_timeout_s). SIGHUP (or POST /admin/reload) re-reads the
+config file: added and changed providers get new actors, requests in flight on replaced ones
+finish; [server], [auth], [dataset], [logging] and [tracing] changes need a restart.
+
+Besides /v1, the server answers /health, /ready, /metrics and the admin API under /admin, with
+its dashboard at /admin/ui. Operational events go to stderr as JSON lines, one an event, at
+[logging] level; they never contain a request body or a key.
+"""
+
+CHECK = """\
+Decode and check PATH as `serve` would (types, unknown keys, cross references between models and
+providers) and print the providers and models it defines. Exit status 2 names the key at fault.
 """
 
 
@@ -46,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="actorproxy",
         description=DESCRIPTION,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"actorproxy {__version__}")
@@ -53,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser(
         "serve",
         help="run the gateway",
-        description="Run the gateway until SIGTERM or SIGINT, then drain in-flight requests.",
+        description=SERVE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     serve.add_argument(
         "--config",
@@ -61,15 +96,18 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("ACTORPROXY_CONFIG"),
         help="TOML config file (default: $ACTORPROXY_CONFIG, else the embedded mock default)",
     )
-    serve.add_argument("--host", help="override [server] host")
-    serve.add_argument("--port", type=int, help="override [server] port (0 picks a free port)")
+    serve.add_argument("--host", help="listen on HOST instead of [server] host")
+    serve.add_argument(
+        "--port", type=int, help="listen on PORT instead of [server] port (0 picks a free one)"
+    )
     serve.set_defaults(func=_serve)
     check = sub.add_parser(
         "check-config",
         help="validate a config file without serving",
-        description="Decode and check PATH; print the providers and models it defines.",
+        description=CHECK,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    check.add_argument("path", metavar="PATH")
+    check.add_argument("path", metavar="PATH", help="the TOML config file to check")
     check.set_defaults(func=_check_config)
     keys.register(sub)
     dataset_cli.register(sub)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import msgspec
 import openai
 import pytest
 import trio
+from trio_websocket import open_websocket
 
 from actorproxy import config as cfg
 from actorproxy import runtime
@@ -124,3 +126,17 @@ async def test_keys_need_a_keys_file(proxy: runtime.Server) -> None:
         async with httpx.AsyncClient(headers=AUTH) as http:
             response = await http.get(f"{proxy.urls[0]}/admin/keys")
     assert_openai_error(response, 400)
+
+
+async def test_the_dashboard_feed_needs_the_master_key(keyed: runtime.Server) -> None:
+    host, port = keyed.urls[0].removeprefix("http://").rsplit(":", 1)
+    with trio.fail_after(10):
+        async with open_websocket(host, int(port), "/admin/ws", use_ssl=False) as ws:
+            await ws.send_message(json.dumps({"key": "sk-wrong-key-0123456789"}))
+            refused = json.loads(await ws.get_message())
+        async with open_websocket(host, int(port), "/admin/ws", use_ssl=False) as ws:
+            await ws.send_message(json.dumps({"key": MASTER_KEY}))
+            first, second = [json.loads(await ws.get_message()) for _ in range(2)]
+    assert refused["error"]["code"] == "invalid_api_key"
+    assert [p["name"] for p in first["providers"]] == ["openai"]
+    assert second["ts"] > first["ts"] and "recent" in second

@@ -48,6 +48,15 @@ class Histogram:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.total += value
 
+    def observe_gaps(self, offsets_ms: list[float]) -> None:
+        """Observe the gaps between successive offsets (milliseconds), in seconds."""
+        counts, bounds, total = self.counts, self.bounds, 0.0
+        for before, after in pairwise(offsets_ms):
+            gap = (after - before) / 1000
+            counts[bisect_left(bounds, gap)] += 1
+            total += gap
+        self.total += total
+
     def cumulative(self) -> list[tuple[str, int]]:
         """``(le, count)`` pairs as Prometheus wants them, ending with ``+Inf``."""
         running, pairs = 0, []
@@ -200,8 +209,7 @@ class RequestStats:
         gaps = self.gaps.get((provider,))
         if gaps is None:
             gaps = self.gaps[(provider,)] = Histogram(FINE_BUCKETS)
-        for before, after in pairwise(offsets_ms):
-            gaps.observe((after - before) / 1000)
+        gaps.observe_gaps(offsets_ms)
 
     def _tokens(self, provider: str, model: str, tokens: Tokens) -> None:
         for kind, value in (("input", tokens.input), ("output", tokens.output)):

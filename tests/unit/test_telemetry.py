@@ -64,3 +64,12 @@ def test_observe_counts_one_request_under_bounded_labels() -> None:
     view = stats.provider_view("openai")
     assert (view.requests, view.tokens_out, view.p50_ms) == (1, 3, 1000.0)
     assert [r.status for r in stats.recent] == [200, 404]
+
+
+def test_gaps_between_chunk_offsets_are_observed_in_seconds() -> None:
+    histogram = Histogram((0.001, 0.01))
+    histogram.observe_gaps([0.0, 0.5, 5.5, 25.5])
+    assert histogram.cumulative() == [("0.001", 1), ("0.01", 2), ("+Inf", 3)]
+    assert histogram.total == 0.0255
+    histogram.observe_gaps([7.0])
+    assert histogram.count == 3

@@ -78,8 +78,7 @@ class ProxyHandler:
             flight.status = CLIENT_CLOSED
         else:
             await self._serve(receive, send, flight, exchange, route)
-        for observe in self.observers:
-            observe(flight)
+        _notify(self.observers, flight)
         await self._logger.submit(exchange_record(flight, self._replica))
 
     async def count_tokens(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
@@ -248,6 +247,15 @@ async def _relay_stream(
             raise item.error
         else:
             raise errors.UpstreamProtocolError("The provider actor answered out of order.")
+
+
+def _notify(observers: list[Callable[[Flight], None]], flight: Flight) -> None:
+    """Hand the finished flight to each observer; a failing one never costs the dataset row."""
+    for observe in observers:
+        try:
+            observe(flight)
+        except Exception:  # metrics and traces must never cost the request its record
+            log.exception("request observer failed", extra={"request_id": flight.request_id})
 
 
 async def _watch_disconnect(receive: asgi.Receive, scope: trio.CancelScope, flight: Flight) -> None:

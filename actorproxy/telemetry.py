@@ -18,12 +18,11 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import msgspec
 
-if TYPE_CHECKING:
-    from actorproxy.flight import Flight
+from actorproxy.routing import Target
 
 #: Seconds; request, upstream, first-token and queue-wait latencies.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -32,6 +31,35 @@ FINE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05
 OTHER = "other"
 RECENT = 50
 WINDOW = 512  # latencies kept per provider for the dashboard's percentiles
+
+
+class Flight(Protocol):
+    """What telemetry reads of a finished request (``flight.Flight`` has it all)."""
+
+    @property
+    def request_id(self) -> str: ...
+    @property
+    def endpoint(self) -> str: ...
+    @property
+    def started(self) -> float: ...
+    @property
+    def model(self) -> str | None: ...
+    @property
+    def target(self) -> Target | None: ...
+    @property
+    def stream(self) -> bool: ...
+    @property
+    def status(self) -> int: ...
+    @property
+    def upstream_s(self) -> float | None: ...
+    @property
+    def queue_s(self) -> float | None: ...
+    @property
+    def response_body(self) -> bytes: ...
+    @property
+    def chunks(self) -> list[bytes]: ...
+    @property
+    def chunk_offsets_ms(self) -> list[float]: ...
 
 
 class Histogram:

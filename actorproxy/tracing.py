@@ -12,8 +12,8 @@ join up.
 
 from __future__ import annotations
 
-import os
 import re
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -46,11 +46,11 @@ class TraceContext:
 
 
 def new_span_id() -> str:
-    return os.urandom(8).hex()
+    return secrets.token_hex(8)
 
 
 def new_trace_id() -> str:
-    return os.urandom(16).hex()
+    return secrets.token_hex(16)
 
 
 def parse(traceparent: bytes | None) -> tuple[str, str, int] | None:

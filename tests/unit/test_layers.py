@@ -25,6 +25,8 @@ ADAPTERS_MAY_USE = (
 PURE: dict[str, tuple[str, ...]] = {
     "routing.py": ("actorproxy.errors", "actorproxy.config"),
     "actors/breaker.py": (),
+    "telemetry.py": ("actorproxy.routing",),
+    "tracing.py": (),
     **{f"adapters/{p.name}": ADAPTERS_MAY_USE for p in sorted(PACKAGE.glob("adapters/*.py"))},
     **{f"schema/{p.name}": SCHEMA_MAY_USE for p in sorted(PACKAGE.glob("schema/*.py"))},
 }

@@ -148,6 +148,13 @@ async def test_a_scripted_run_moves_each_metric_by_what_it_did(
     assert got[("actorproxy_provider_breaker_opened_total", openai_label)] == 1
     inf = labels(endpoint="chat", le="+Inf", provider="openai")
     assert got[("actorproxy_request_seconds_bucket", inf)] == 6
+    assert got[("actorproxy_provider_calls_total", labels(outcome="ok", provider="openai"))] == 3
+    assert got[("actorproxy_provider_calls_total", labels(outcome="error", provider="openai"))] == 2
+    assert got[("actorproxy_provider_in_flight", openai_label)] == 0
+    assert got[("actorproxy_provider_queue_depth", openai_label)] == 0
+    assert got[("actorproxy_actor_restarts_total", labels(actor="openai"))] == 0
+    assert got[("actorproxy_logger_records_received_total", ())] == 7
+    assert got[("actorproxy_logger_records_dropped_total", ())] == 0
 
 
 async def test_models_outside_the_config_share_one_label(proxy: runtime.Server) -> None:

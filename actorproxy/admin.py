@@ -29,7 +29,7 @@ from quart_trio import QuartTrio
 
 from actorproxy import errors
 from actorproxy.config import ConfigError
-from actorproxy.keys import KeyRecord, KeysFileError, LimitArgs, Limits, Name, UnknownKey
+from actorproxy.keys import KeyRecord, KeysFileError, KeyStore, LimitArgs, Limits, Name, UnknownKey
 from actorproxy.ops import Ops, snapshot
 
 FEED_INTERVAL_S = 0.5
@@ -124,8 +124,11 @@ def _register_keys(app: QuartTrio, ops: Ops) -> None:
         return _json(_shown(record))
 
 
-async def _keys_call(ops: Ops, action: Callable[[Any], T]) -> T:
-    """Run ``action(store)`` in a worker thread, then make the authenticator see the change."""
+async def _keys_call(ops: Ops, action: Callable[[KeyStore], T]) -> T:
+    """Run ``action(store)`` in a worker thread, then make the authenticator see the change.
+
+    One at a time: each action reads the file and writes it back whole.
+    """
     store = ops.keys()
     if store is None:
         raise errors.InvalidRequest("The proxy has no keys file (auth.keys_file) to manage.")
@@ -142,7 +145,8 @@ async def _keys_call(ops: Ops, action: Callable[[Any], T]) -> T:
         ops.auth.reload()
         return result
 
-    return await trio.to_thread.run_sync(run)
+    async with ops.keys_lock:
+        return await trio.to_thread.run_sync(run)
 
 
 async def _feed(ops: Ops) -> None:

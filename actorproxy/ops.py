@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import trio
@@ -32,6 +32,7 @@ class Ops:
     stats: RequestStats
     auth: Authenticator
     reloader: Reloader | None = None
+    keys_lock: trio.Lock = field(default_factory=trio.Lock)  # admin writes to the keys file
 
     def keys(self) -> KeyStore | None:
         path = self.auth.keys_file

@@ -140,3 +140,16 @@ async def test_the_dashboard_feed_needs_the_master_key(keyed: runtime.Server) ->
     assert refused["error"]["code"] == "invalid_api_key"
     assert [p["name"] for p in first["providers"]] == ["openai"]
     assert second["ts"] > first["ts"] and "recent" in second
+
+
+async def test_concurrent_key_changes_lose_nothing(admin: httpx.AsyncClient) -> None:
+    async def create(index: int) -> None:
+        response = await admin.post("/keys", json={"name": f"k{index}"})
+        assert response.status_code == 201
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            for index in range(8):
+                nursery.start_soon(create, index)
+        listed = (await admin.get("/keys")).json()["data"]
+    assert sorted(key["name"] for key in listed) == [f"k{index}" for index in range(8)]

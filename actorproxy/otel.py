@@ -31,6 +31,7 @@ from actorproxy import __version__
 from actorproxy.config import TracingConfig
 from actorproxy.flight import Flight
 from actorproxy.schema.records import Attempt
+from actorproxy.telemetry import usage_of
 from actorproxy.tracing import TraceContext, new_span_id
 
 OPERATIONS = {"chat": "chat", "completions": "text_completion", "embeddings": "embeddings"}
@@ -78,6 +79,10 @@ class SpanExport:
             attributes["gen_ai.request.model"] = flight.model
         if flight.error is not None:
             attributes["error.type"] = flight.error.type
+        tokens = usage_of(flight)
+        if tokens is not None:
+            attributes["gen_ai.usage.input_tokens"] = tokens.input
+            attributes["gen_ai.usage.output_tokens"] = tokens.output
         yield self._span(
             f"{operation} {flight.model or ''}".strip(),
             (request, parent, SpanKind.SERVER),

@@ -82,14 +82,17 @@ async def test_spans_reach_the_collector_with_the_right_links(
             max_retries=0,
             default_headers={"traceparent": TRACEPARENT},
         ) as sdk:
-            await sdk.chat.completions.create(model="resilient", messages=HI)
+            reply = await sdk.chat.completions.create(model="resilient", messages=HI)
         spans = await collector.wait_spans(4)
+    assert reply.usage is not None
     assert {span.trace_id for span in spans} == {CLIENT_TRACE}
     assert {span.service for span in spans} == {"gw"}
     (request,) = [span for span in spans if span.kind == "SERVER"]
     assert request.parent_id == CLIENT_SPAN and request.name == "chat resilient"
     assert request.attributes["gen_ai.operation.name"] == "chat"
     assert request.attributes["gen_ai.request.model"] == "resilient"
+    assert request.attributes["gen_ai.usage.input_tokens"] == reply.usage.prompt_tokens
+    assert request.attributes["gen_ai.usage.output_tokens"] == reply.usage.completion_tokens
     children = [span for span in spans if span is not request]
     assert {span.parent_id for span in children} == {request.span_id}
     attempts = sorted((s for s in children if s.kind == "CLIENT"), key=lambda s: s.start_ns)

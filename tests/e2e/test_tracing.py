@@ -156,3 +156,28 @@ def test_nothing_from_opentelemetry_is_imported_without_an_endpoint() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+_NO_EXTRA = textwrap.dedent(
+    """
+    import sys
+    sys.modules["opentelemetry"] = None  # as if the otel extra were not installed
+    from actorproxy import config, ops
+    conf = config.Config(
+        tracing=config.TracingConfig(otlp_endpoint="http://127.0.0.1:9/v1/traces"),
+        source="proxy.toml",
+    )
+    try:
+        ops.span_export(conf)
+    except config.ConfigError as exc:
+        print(exc)
+    """
+)
+
+
+def test_an_endpoint_without_the_extra_is_a_config_error() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _NO_EXTRA], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("proxy.toml: tracing.otlp_endpoint needs the otel extra")

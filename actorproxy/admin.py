@@ -33,6 +33,7 @@ from actorproxy.keys import KeyRecord, KeysFileError, KeyStore, LimitArgs, Limit
 from actorproxy.ops import Ops, snapshot
 
 FEED_INTERVAL_S = 0.5
+HELLO_TIMEOUT_S = 10.0  # a feed client that never says who it is is dropped
 _encoder = msgspec.json.Encoder()
 JSON = {"content-type": "application/json"}
 T = TypeVar("T")
@@ -152,8 +153,12 @@ async def _keys_call(ops: Ops, action: Callable[[KeyStore], T]) -> T:
 async def _feed(ops: Ops) -> None:
     """Authenticate the first message, then send a snapshot every ``FEED_INTERVAL_S``."""
     try:
-        hello = _hello.decode(await websocket.receive())
+        with trio.fail_after(HELLO_TIMEOUT_S):
+            hello = _hello.decode(await websocket.receive())
         _require_admin(ops, [(b"authorization", b"Bearer " + hello.key.encode())])
+    except trio.TooSlowError:
+        await websocket.close(1008)
+        return
     except (msgspec.DecodeError, errors.ProxyError) as exc:
         error = exc if isinstance(exc, errors.ProxyError) else errors.InvalidRequest(str(exc))
         await websocket.send(errors.render(error).decode())

@@ -186,10 +186,12 @@ async def serve(
         replica=replica,
     )
     stats = RequestStats(model_labels(config), actors)
+    # A reload builds actors on the network seam the config names: ``upstreams`` (tests, embedding)
+    # serve the first build only, since a replaced actor closes its upstream when it has drained.
     reloader = Reloader(
         config,
         actors=actors,
-        build=lambda provider: build_actor(provider, environ, given.get(provider.name)),
+        build=lambda provider: build_actor(provider, environ),
         supervisor=supervisor,
         router=router,
         stats=stats,

@@ -17,10 +17,10 @@ import msgspec
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from actorproxy import asgi, dialects, errors, metrics
-from actorproxy.actors.logger import LoggerActor
+from actorproxy import admin, asgi, dialects, errors, metrics
 from actorproxy.actors.provider import ProviderActor
-from actorproxy.auth import Authenticator, Principal
+from actorproxy.auth import Principal
+from actorproxy.ops import Ops
 from actorproxy.proxy import ProxyHandler
 from actorproxy.routing import Router
 
@@ -54,19 +54,19 @@ class Gateway:
         *,
         proxy: ProxyHandler,
         router: Router,
-        auth: Authenticator,
-        actors: Mapping[str, ProviderActor],
-        logger: LoggerActor,
+        ops: Ops,
         created: int,
     ) -> None:
         self._proxy = proxy
         self._router = router
-        self._auth = auth
-        self._actors = actors
-        self._logger = logger
+        self._auth = ops.auth
+        self._actors: Mapping[str, ProviderActor] = ops.actors
+        self._logger = ops.logger
         self._created = created
-        self._metrics = metrics.registry(actors, logger)
-        self.admin: asgi.App = cast(asgi.App, _admin_app())
+        self._metrics = metrics.registry(ops.actors, ops.logger, ops.stats)
+        quart = _admin_app()
+        admin.register(quart, ops)
+        self.admin: asgi.App = cast(asgi.App, quart)
 
     async def __call__(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
         if scope["type"] != "http":

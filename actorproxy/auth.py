@@ -132,6 +132,16 @@ class Authenticator:
                 return entry.principal
         raise AuthenticationFailed(f"Incorrect API key provided: {mask(key)}.")
 
+    @property
+    def keys_file(self) -> Path | None:
+        return self._keys_file
+
+    def reload(self) -> None:
+        """Re-read the keys file now (the admin API calls it after each write)."""
+        if self._keys_file is not None:
+            self._checked_at = self._now()
+            self._load(self._keys_file, _stat(self._keys_file), strict=False)
+
     def _refresh(self, path: Path) -> None:
         now = self._now()
         if now - self._checked_at < RECHECK_S:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
+from functools import partial
 
 import msgspec
 import trio
@@ -17,15 +19,50 @@ from actorproxy.storage import cli as dataset_cli
 
 DESCRIPTION = """\
 An OpenAI-compatible LLM gateway. Point any OpenAI SDK at http://HOST:PORT/v1 and change nothing
-else: calls are forwarded to the configured providers under exact limits.
+else: calls are forwarded to the configured providers under exact limits, and each one is
+recorded in a Parquet dataset.
 
 With no config file, `actorproxy serve` starts on 127.0.0.1:8000 with a built-in `mock` provider,
 so `curl http://127.0.0.1:8000/v1/chat/completions -d '{"model":"mock","messages":[...]}'` works
 with no keys.
 """
 
+EPILOG = """\
+examples:
+  actorproxy serve --config proxy.toml               serve until SIGTERM; SIGHUP reloads
+  actorproxy check-config proxy.toml                 validate a config, do not serve
+  actorproxy keys create --config proxy.toml --name ci --rpm 60
+  actorproxy dataset tail --config proxy.toml -n 5   the newest recorded requests
+
+environment:
+  ACTORPROXY_CONFIG      the config file when --config is not given
+  ACTORPROXY_MASTER_KEY  with no config file: require this key (the embedded default behind a key)
+
+while serving: /metrics (Prometheus), /admin/* (master key; see docs/observability.md),
+/admin/ui (live dashboard), JSON log lines on stderr.
+exit status: 0 after a clean shutdown, 1 on a runtime failure, 2 for a bad config or usage.
+"""
+
+SERVE = """\
+Run the gateway until SIGTERM or SIGINT, then stop accepting connections and let in-flight
+requests finish (up to server.graceful_timeout_s). SIGHUP (or POST /admin/reload) re-reads the
+config file: added and changed providers get new actors, requests in flight on replaced ones
+finish; [server], [auth], [dataset], [logging] and [tracing] changes need a restart.
+
+Besides /v1, the server answers /health, /ready, /metrics and the admin API under /admin, with
+its dashboard at /admin/ui. Operational events go to stderr as JSON lines, one an event, at
+[logging] level; they never contain a request body or a key.
+"""
+
+CHECK = """\
+Decode and check PATH as `serve` would (types, unknown keys, cross references between models and
+providers) and print the providers and models it defines. Exit status 2 names the key at fault.
+"""
+
 
 MASTER_KEY_ENV = "ACTORPROXY_MASTER_KEY"
+
+log = logging.getLogger("actorproxy.cli")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="actorproxy",
         description=DESCRIPTION,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"actorproxy {__version__}")
@@ -49,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser(
         "serve",
         help="run the gateway",
-        description="Run the gateway until SIGTERM or SIGINT, then drain in-flight requests.",
+        description=SERVE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     serve.add_argument(
         "--config",
@@ -57,15 +96,18 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("ACTORPROXY_CONFIG"),
         help="TOML config file (default: $ACTORPROXY_CONFIG, else the embedded mock default)",
     )
-    serve.add_argument("--host", help="override [server] host")
-    serve.add_argument("--port", type=int, help="override [server] port (0 picks a free port)")
+    serve.add_argument("--host", help="listen on HOST instead of [server] host")
+    serve.add_argument(
+        "--port", type=int, help="listen on PORT instead of [server] port (0 picks a free one)"
+    )
     serve.set_defaults(func=_serve)
     check = sub.add_parser(
         "check-config",
         help="validate a config file without serving",
-        description="Decode and check PATH; print the providers and models it defines.",
+        description=CHECK,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    check.add_argument("path", metavar="PATH")
+    check.add_argument("path", metavar="PATH", help="the TOML config file to check")
     check.set_defaults(func=_check_config)
     keys.register(sub)
     dataset_cli.register(sub)
@@ -110,17 +152,26 @@ def _serve(args: argparse.Namespace) -> int:
 
 async def _serve_until_signal(config: cfg.Config) -> None:
     shutdown = trio.Event()
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    signals_wanted = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    with trio.open_signal_receiver(*signals_wanted) as signals:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_wait_for_signal, signals, shutdown)
-            await runtime.serve(config, environ=os.environ, shutdown=shutdown)
-            nursery.cancel_scope.cancel()
+            serve = partial(runtime.serve, config, environ=os.environ, shutdown=shutdown)
+            server: runtime.Server = await nursery.start(serve)
+            await _handle_signals(signals, shutdown, server)
 
 
-async def _wait_for_signal(signals: AsyncIterator[int], shutdown: trio.Event) -> None:
-    async for _ in signals:
-        shutdown.set()
-        return
+async def _handle_signals(
+    signals: AsyncIterator[int], shutdown: trio.Event, server: runtime.Server
+) -> None:
+    """SIGHUP reloads the config file; SIGTERM or SIGINT start a graceful shutdown."""
+    async for signum in signals:
+        if signum != signal.SIGHUP:
+            shutdown.set()
+            return
+        try:
+            await server.reloader.reload()
+        except cfg.ConfigError as exc:
+            log.error("config reload failed; nothing changed", extra={"error": str(exc)})
 
 
 def _check_config(args: argparse.Namespace) -> int:

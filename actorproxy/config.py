@@ -168,6 +168,15 @@ class LoggingConfig(_Base, frozen=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class TracingConfig(_Base, frozen=True):
+    """OTLP/HTTP span export (docs/observability.md). Needs the ``otel`` extra; with no
+    ``otlp_endpoint`` nothing is exported and no OpenTelemetry module is imported."""
+
+    otlp_endpoint: str | None = None  # e.g. "http://127.0.0.1:4318/v1/traces"
+    service_name: str = "actorproxy"
+    export_interval_ms: float = 1000.0
+
+
 class DatasetConfig(_Base, frozen=True):
     """The research dataset (see docs/dataset.md). No ``dir``: records are counted, not written."""
 
@@ -192,6 +201,7 @@ class Config(_Base, frozen=True):
     key_limits: KeyLimitsConfig = KeyLimitsConfig()
     logging: LoggingConfig = LoggingConfig()
     dataset: DatasetConfig = DatasetConfig()
+    tracing: TracingConfig = TracingConfig()
     source: str = "<embedded default>"
 
 

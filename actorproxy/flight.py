@@ -6,7 +6,6 @@ request ends, ``exchange_record`` turns it into the ``Exchange`` the logger acto
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import trio
@@ -19,6 +18,7 @@ from actorproxy.limits.usage import TokenUsage
 from actorproxy.routing import Target
 from actorproxy.schema.records import Attempt
 from actorproxy.schema.records import Exchange as ExchangeRecord
+from actorproxy.tracing import TraceContext
 
 CLIENT_CLOSED = 499  # nginx's code for "client closed request", used in records only
 NO_USAGE = TokenUsage(0, 0)
@@ -43,6 +43,7 @@ class Flight:
     attempts: list[Attempt] = field(default_factory=list)
     target: Target | None = None
     trace_id: str | None = None
+    trace: TraceContext | None = None  # W3C context; the upstream's traceparent comes from it
     body: bytes = b""
     response_body: bytes = b""
     chunks: list[bytes] = field(default_factory=list)
@@ -59,19 +60,6 @@ class Flight:
     def overhead_header(self, upstream_s: float) -> tuple[bytes, bytes]:
         overhead_ms = max(0.0, (trio.current_time() - self.started - upstream_s) * 1000)
         return (b"x-actorproxy-overhead-ms", f"{overhead_ms:.3f}".encode())
-
-
-def trace_id(scope: asgi.Scope) -> str:
-    """The W3C trace id of the client's ``traceparent``, else a new one."""
-    given = asgi.header(scope, b"traceparent")
-    if given is not None:
-        parts = given.split(b"-")
-        if len(parts) == 4 and len(parts[1]) == 32 and parts[1] != b"0" * 32:
-            try:
-                return bytes.fromhex(parts[1].decode()).hex()
-            except ValueError:
-                pass
-    return os.urandom(16).hex()
 
 
 def attempt_record(

@@ -199,6 +199,20 @@ class KeyStore:
         self._save([*self._records[:index], revoked, *self._records[index + 1 :]])
         return revoked
 
+    def update(self, key_id: str, **limits: Unpack[LimitArgs]) -> KeyRecord:
+        """Change a key's limits; the fields given replace the stored ones, the rest stay.
+
+        Raises `UnknownKey`, or ``ValueError`` (a ``msgspec.ValidationError``) for a bad value.
+        """
+        self.load()
+        index = next((i for i, r in enumerate(self._records) if r.id == key_id), None)
+        if index is None:
+            raise UnknownKey(f"{self.path}: no key with id {key_id!r}")
+        fields = {**msgspec.structs.asdict(self._records[index]), **limits}
+        record = msgspec.convert(fields, KeyRecord)
+        self._save([*self._records[:index], record, *self._records[index + 1 :]])
+        return record
+
     def _save(self, records: list[KeyRecord]) -> None:
         write_keys_file(self.path, records)
         self._records = records

@@ -1,7 +1,10 @@
 """Prometheus metrics on the proxy's own registry (never the global one).
 
 Actor state is read from ``statistics()`` snapshots when Prometheus scrapes, so the hot path pays
-nothing for it. Labels are bounded: provider and actor names come from the config.
+nothing for it; per-request counters and histograms are kept by ``telemetry.RequestStats`` (plain
+counting, once per finished request) and turned into metric families here, at scrape time too.
+Labels are bounded: provider and actor names come from the config, models are configured names or
+``other``. docs/observability.md lists every metric.
 """
 
 from __future__ import annotations
@@ -9,11 +12,17 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from actorproxy.actors.logger import LoggerActor
 from actorproxy.actors.provider import ProviderActor
+from actorproxy.telemetry import Histogram, RequestStats
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
@@ -45,6 +54,11 @@ class ActorCollector(Collector):
             "Upstream calls ended, by outcome.",
             labels=["provider", "outcome"],
         )
+        opened = CounterMetricFamily(
+            "actorproxy_provider_breaker_opened",
+            "Times the breaker opened (closed or half-open to open).",
+            labels=label,
+        )
         restarts = CounterMetricFamily(
             "actorproxy_actor_restarts", "Restarts by the supervisor.", labels=["actor"]
         )
@@ -53,14 +67,15 @@ class ActorCollector(Collector):
             in_flight.add_metric([name], stats.in_flight)
             queued.add_metric([name], stats.queued)
             breaker.add_metric([name], BREAKER_STATES[stats.breaker.state])
+            opened.add_metric([name], stats.breaker.opened_total)
             served.add_metric([name, "ok"], stats.served)
             served.add_metric([name, "error"], stats.failed)
             restarts.add_metric([name], stats.restarts)
         restarts.add_metric(["logger"], self._logger.statistics().restarts)
-        yield from (in_flight, queued, breaker, served, restarts)
+        yield from (in_flight, queued, breaker, opened, served, restarts)
 
     def _limits(self) -> Iterator[Metric]:
-        """Admission state: what is left of the rate limits, pauses, breaker openings."""
+        """Admission state: what is left of the rate limits, pauses, reservations."""
         label, by_kind = ["provider"], ["provider", "limit"]
         remaining = GaugeMetricFamily(
             "actorproxy_provider_rate_remaining",
@@ -75,9 +90,6 @@ class ActorCollector(Collector):
         reservations = GaugeMetricFamily(
             "actorproxy_provider_reservations", "Token reservations in flight.", labels=label
         )
-        opened = CounterMetricFamily(
-            "actorproxy_provider_breaker_opened", "Times the breaker opened.", labels=label
-        )
         for name, actor in self._actors.items():
             stats = actor.statistics()
             rate = stats.admission.rate
@@ -89,8 +101,7 @@ class ActorCollector(Collector):
                     remaining.add_metric([name, kind], left)
             paused.add_metric([name], stats.paused_s)
             reservations.add_metric([name], stats.admission.reservations)
-            opened.add_metric([name], stats.breaker.opened_total)
-        yield from (remaining, paused, reservations, opened)
+        yield from (remaining, paused, reservations)
 
     def _logger_metrics(self) -> Iterator[Metric]:
         stats = self._logger.statistics()
@@ -107,9 +118,65 @@ class ActorCollector(Collector):
             yield CounterMetricFamily(f"actorproxy_logger_{name}", text, value=value)
 
 
-def registry(actors: Mapping[str, ProviderActor], logger: LoggerActor) -> CollectorRegistry:
+class RequestCollector(Collector):
+    """The counters and histograms of finished requests (``telemetry.RequestStats``)."""
+
+    def __init__(self, stats: RequestStats) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats
+        requests = CounterMetricFamily(
+            "actorproxy_requests",
+            "Finished requests.",
+            labels=["endpoint", "model", "provider", "status"],
+        )
+        for key, count in list(stats.requests.items()):
+            requests.add_metric(list(key), count)
+        tokens = CounterMetricFamily(
+            "actorproxy_tokens",
+            "Tokens the upstreams reported, by kind (input, output, cached).",
+            labels=["provider", "model", "kind"],
+        )
+        for kinds, total in list(stats.tokens.items()):
+            tokens.add_metric(list(kinds), total)
+        cost = CounterMetricFamily(
+            "actorproxy_cost_usd",
+            "Estimated cost of the reported usage at the [prices] table (priced targets only).",
+            labels=["provider", "model"],
+        )
+        for pair, usd in list(stats.cost_usd.items()):
+            cost.add_metric(list(pair), usd)
+        yield requests
+        yield tokens
+        yield cost
+        histograms: list[tuple[str, str, list[str], Mapping[tuple[str, ...], Histogram]]] = [
+            ("request", "Request latency, total.", ["endpoint", "provider"], stats.latency),
+            ("upstream", "Upstream latency.", ["provider"], stats.upstream),
+            ("gateway_overhead", "Total minus upstream latency.", ["endpoint"], stats.overhead),
+            ("time_to_first_token", "First stream chunk.", ["provider"], stats.ttft),
+            ("inter_chunk_gap", "Gap between stream chunks.", ["provider"], stats.gaps),
+            ("queue_wait", "Wait for a provider slot.", ["provider"], stats.queue_wait),
+        ]
+        for name, text, labels, table in histograms:
+            yield _histogram(f"actorproxy_{name}_seconds", text, labels, table)
+
+
+def _histogram(
+    name: str, text: str, labels: list[str], table: Mapping[tuple[str, ...], Histogram]
+) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, text, labels=labels)
+    for key, histogram in list(table.items()):
+        family.add_metric(list(key), histogram.cumulative(), histogram.total)
+    return family
+
+
+def registry(
+    actors: Mapping[str, ProviderActor], logger: LoggerActor, stats: RequestStats
+) -> CollectorRegistry:
     built = CollectorRegistry(auto_describe=False)
     built.register(ActorCollector(actors, logger))
+    built.register(RequestCollector(stats))
     return built
 
 

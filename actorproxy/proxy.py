@@ -17,12 +17,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgspec
 import trio
 
-from actorproxy import asgi, errors
+from actorproxy import asgi, errors, tracing
 from actorproxy.actors.logger import LoggerActor
 from actorproxy.actors.provider import Call, Done, Failure, Head, Reply
 from actorproxy.adapters import messages_inbound
@@ -35,7 +36,6 @@ from actorproxy.flight import (
     attempt_record,
     exchange_record,
     real_usage,
-    trace_id,
 )
 from actorproxy.limits.gate import KeyGate
 from actorproxy.limits.keys import KeyTicket
@@ -51,7 +51,7 @@ SSE_HEADERS: asgi.Headers = [
     (b"content-type", b"text/event-stream"),
     (b"cache-control", b"no-cache"),
 ]
-FORWARDED = frozenset({b"traceparent", b"tracestate", b"openai-beta"})
+FORWARDED = frozenset({b"openai-beta"})  # and the trace context, see tracing.py
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +82,8 @@ class ProxyHandler:
         self._auth = auth
         self._logger = logger
         self._max_body = max_body_bytes
+        #: Called with each finished request's ``Flight`` after its response went out (metrics).
+        self.observers: list[Callable[[Flight], None]] = []
 
     async def handle(
         self,
@@ -92,7 +94,8 @@ class ProxyHandler:
         dialect: Dialect = OPENAI,
     ) -> None:
         flight = Flight(asgi.request_id(scope), endpoint, trio.current_time(), time.time())
-        flight.trace_id, flight.dialect = trace_id(scope), dialect
+        flight.trace = trace = tracing.from_headers(scope["headers"])
+        flight.trace_id, flight.dialect = trace.trace_id, dialect
         try:
             exchange, route, ticket = await self._admit(scope, receive, flight)
         except errors.ProxyError as exc:
@@ -105,11 +108,12 @@ class ProxyHandler:
                 await self._serve(receive, send, flight, exchange, route)
             finally:
                 self._settle(ticket, flight)
+        _notify(self.observers, flight)
         await self._logger.submit(exchange_record(flight, self._replica))
 
     async def count_tokens(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
         """Anthropic's ``/v1/messages/count_tokens``: an estimate, answered without an upstream."""
-        flight = Flight(asgi.request_id(scope), "chat", 0.0, 0.0, dialect=MESSAGES)
+        flight = Flight(asgi.request_id(scope), "chat", trio.current_time(), 0.0, dialect=MESSAGES)
         try:
             self._auth.authenticate(scope["headers"])
             if scope["method"] != "POST":
@@ -123,7 +127,7 @@ class ProxyHandler:
         except asgi.ClientGone:
             return
         else:
-            await asgi.respond(send, 200, answer, flight.headers())
+            await asgi.respond(send, 200, answer, [*flight.headers(), flight.overhead_header(0.0)])
 
     async def _admit(
         self, scope: asgi.Scope, receive: asgi.Receive, flight: Flight
@@ -151,6 +155,8 @@ class ProxyHandler:
         )
         ticket = self._admit_key(flight, principal, route, tokens)
         headers = [h for h in scope["headers"] if h[0] in FORWARDED]
+        if flight.trace is not None:
+            headers += flight.trace.upstream_headers()
         exchange = Exchange(
             flight.endpoint,
             body,
@@ -328,6 +334,15 @@ async def _relay_stream(
             raise errors.UpstreamProtocolError("The provider actor answered out of order.")
 
 
+def _notify(observers: list[Callable[[Flight], None]], flight: Flight) -> None:
+    """Hand the finished flight to each observer; a failing one never costs the dataset row."""
+    for observe in observers:
+        try:
+            observe(flight)
+        except Exception:  # metrics and traces must never cost the request its record
+            log.exception("request observer failed", extra={"request_id": flight.request_id})
+
+
 async def _watch_disconnect(receive: asgi.Receive, scope: trio.CancelScope, flight: Flight) -> None:
     """Cancel the request when its client leaves before the response is complete.
 
@@ -353,7 +368,8 @@ async def _end_stream_with_error(send: asgi.Send, flight: Flight, error: errors.
 
 async def _respond_error(send: asgi.Send, flight: Flight, error: errors.ProxyError) -> None:
     status, body, headers = flight.dialect.error(error)
-    await asgi.respond(send, status, body, [*flight.headers(), *headers])
+    overhead = flight.overhead_header(flight.upstream_s or 0.0)
+    await asgi.respond(send, status, body, [*flight.headers(), overhead, *headers])
 
 
 def _decode_view(body: bytes) -> views.RouteView:

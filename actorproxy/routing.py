@@ -30,6 +30,10 @@ class Route:
 
 class Router:
     def __init__(self, config: Config) -> None:
+        self.reconfigure(config)
+
+    def reconfigure(self, config: Config) -> None:
+        """Route by ``config`` from now on (a config reload)."""
         self._aliases = {model.name: _route(model) for model in config.models}
         self._direct = {p.name for p in config.providers if p.direct}
 

@@ -26,6 +26,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
 from actorproxy import config as cfg
+from actorproxy import events
 from actorproxy.actors.logger import Batching, LoggerActor
 from actorproxy.actors.provider import ProviderActor
 from actorproxy.actors.supervisor import Supervisor
@@ -40,11 +41,14 @@ from actorproxy.limits.gate import KeyGate
 from actorproxy.net.base import Upstream
 from actorproxy.net.mock import MockUpstream
 from actorproxy.net.pool import H11Pool
+from actorproxy.ops import Ops, span_export
 from actorproxy.planner import Planner
 from actorproxy.proxy import ProxyHandler
 from actorproxy.redact import Redactor
+from actorproxy.reload import Reloader, model_labels
 from actorproxy.routing import Router
 from actorproxy.storage.sink import DatasetSink
+from actorproxy.telemetry import RequestStats
 
 log = logging.getLogger("actorproxy.runtime")
 
@@ -56,6 +60,7 @@ class Server:
     actors: Mapping[str, ProviderActor]
     logger: LoggerActor
     supervisor: Supervisor
+    reloader: Reloader
 
 
 def build_actor(
@@ -182,23 +187,35 @@ async def serve(
         max_body_bytes=config.server.max_body_bytes,
         replica=replica,
     )
-    gateway = Gateway(
-        proxy=proxy,
-        router=router,
-        auth=auth,
+    stats = RequestStats(model_labels(config), actors, config.prices)
+    # A reload builds actors on the network seam the config names: ``upstreams`` (tests, embedding)
+    # serve the first build only, since a replaced actor closes its upstream when it has drained.
+    reloader = Reloader(
+        config,
         actors=actors,
-        logger=logger,
-        created=int(time.time()),
+        build=lambda provider: build_actor(provider, environ),
+        supervisor=supervisor,
+        router=router,
+        stats=stats,
     )
+    ops = Ops(actors, logger, stats, auth, reloader)
+    proxy.observers += [ops.observe, events.log_failure]
+    spans = span_export(config)
+    if spans is not None:
+        proxy.observers.append(spans.observe)
+    gateway = Gateway(proxy=proxy, router=router, ops=ops, created=int(time.time()))
     try:
         async with trio.open_nursery() as root:
             await root.start(supervisor.run)
+            await root.start(events.watch, ops)
+            await root.start(reloader.run)
             http_done = trio.Event()
             urls = await root.start(_serve_http, gateway, config.server, shutdown, http_done)
             if auth.is_open:
                 log.warning("no API keys configured: open access, loopback only")
+            log.info("config", extra=_config_summary(config))
             log.info("listening", extra={"urls": urls, "config": config.source})
-            task_status.started(Server(urls, gateway, actors, logger, supervisor))
+            task_status.started(Server(urls, gateway, actors, logger, supervisor, reloader))
             await http_done.wait()
             with trio.move_on_after(config.server.graceful_timeout_s):
                 await logger.stop()
@@ -207,6 +224,8 @@ async def serve(
         with trio.CancelScope(shield=True), trio.move_on_after(5):
             for actor in actors.values():
                 await actor.aclose()
+            if spans is not None:
+                await trio.to_thread.run_sync(spans.shutdown, abandon_on_cancel=True)
 
 
 async def _serve_http(
@@ -257,6 +276,18 @@ def _dataset_sink(
         redactor=redactor,
         config=dataset,
     )
+
+
+def _config_summary(config: cfg.Config) -> dict[str, object]:
+    """What the start-up log line says about the config: names and kinds, never secrets."""
+    return {
+        "source": config.source,
+        "providers": [f"{p.name} ({p.kind})" for p in config.providers],
+        "models": [m.name for m in config.models],
+        "dataset": config.dataset.dir,
+        "tracing": config.tracing.otlp_endpoint is not None,
+        "log_level": config.logging.level,
+    }
 
 
 def _base_dir(config: cfg.Config) -> Path:

@@ -155,11 +155,15 @@ class ProviderActor:
         self._failed = 0
         self._models: list[str] = []
         self._models_expire = float("-inf")
+        self._stopping = False
+        self._drained = trio.Event()
 
     def submit(self, call: Call) -> None:
         """Admit ``call`` now or queue it, without waiting (errors: see the module doc)."""
         now = trio.current_time()
         call.submitted = now
+        if self._stopping:  # retryable: the proxy tries the actor that replaced this one
+            raise errors.Unavailable(f"Provider {self.name!r} was replaced by a config reload.")
         if not self._breaker.admits(now):
             self._log_transitions()
             raise errors.Unavailable(f"Provider {self.name!r} is failing; its circuit is open.")
@@ -178,7 +182,10 @@ class ProviderActor:
             self._changed.set()  # the queue's head may have changed
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Admit calls until cancelled. A crash cancels every call in flight (see module doc)."""
+        """Admit calls until cancelled, or until ``stop()`` and every call taken has ended.
+
+        A crash cancels every call in flight (see module doc).
+        """
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             try:
@@ -187,10 +194,23 @@ class ProviderActor:
                 await self._admit_forever(nursery)
             finally:
                 self._nursery = None
+        self._drained.set()
+
+    def stop(self) -> None:
+        """Take no new calls; ``run()`` returns once the queued and in-flight ones have ended.
+
+        Used when a config reload replaces this actor: nothing queued or in flight is cancelled.
+        """
+        self._stopping = True
+        self._changed.set()
+
+    async def wait_drained(self) -> None:
+        """Return once ``run()`` has ended after ``stop()``."""
+        await self._drained.wait()
 
     async def _admit_forever(self, nursery: trio.Nursery) -> None:
         admission = self._admission
-        while True:
+        while not (self._stopping and not admission.queue):
             now = trio.current_time()
             for late in admission.expire(now):
                 nursery.start_soon(self._refuse, late, admission.refusal(late, now))

@@ -45,13 +45,22 @@ class Supervisor:
         self._max_restarts = max_restarts
         self._window_s = window_s
         self._backoff_min, self._backoff_max = backoff_s
+        self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Start every actor (in order), report ready, then supervise until cancelled."""
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             for actor in self.actors:
                 await nursery.start(self._supervise, actor)
             task_status.started()
+
+    async def start(self, actor: Actor) -> None:
+        """Start supervising one more actor (a config reload); returns once it runs."""
+        if self._nursery is None:
+            raise RuntimeError("the supervisor is not running")
+        self.actors.append(actor)
+        await self._nursery.start(self._supervise, actor)
 
     async def _supervise(
         self, actor: Actor, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED

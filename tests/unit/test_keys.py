@@ -372,3 +372,15 @@ def test_times_must_carry_a_timezone(tmp_path: Path) -> None:
     store.path.write_bytes(store.path.read_bytes().replace(f"{stamp}Z".encode(), stamp.encode()))
     with pytest.raises(KeysFileError, match="created_at"):
         store.load()
+
+
+def test_update_replaces_only_the_limits_given(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "keys.json")
+    record, _ = store.create("ci", rpm=10, models=["a"])
+    updated = store.update(record.id, rpm=20)
+    assert (updated.rpm, updated.models, updated.hash) == (20, ("a",), record.hash)
+    assert KeyStore(store.path).load() == [updated]
+    with pytest.raises(msgspec.ValidationError):
+        store.update(record.id, rpm=0)
+    with pytest.raises(UnknownKey):
+        store.update("key_missing", rpm=1)

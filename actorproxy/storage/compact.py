@@ -64,7 +64,7 @@ def compact(segment: Path, dataset_dir: Path, *, replica: str) -> list[Path]:
     with _locked(segment) as file:
         if file is None:
             return []
-        data = file.read()
+        data = segments.read_file(file)
         contents = segments.read_segment(data)
         if contents.schema is None:
             _discard(segment, data)
@@ -108,8 +108,8 @@ def _locked(segment: Path) -> Iterator[BinaryIO | None]:
         yield file if os.fstat(file.fileno()).st_nlink > 0 else None
 
 
-def _discard(segment: Path, data: bytes) -> None:
-    if segments.is_torn_header(data):
+def _discard(segment: Path, data: pa.Buffer) -> None:
+    if segments.is_torn_header(data.to_pybytes()):
         segment.unlink()
     else:
         os.replace(segment, segment.with_name(segment.name + segments.QUARANTINE_SUFFIX))

@@ -9,6 +9,8 @@ process (every thread) per record:
   compacted on the sink's compaction threads. This is what the issue's target is about.
 - ``derive_records_per_s``: ``DatasetSink.write`` from raw ``Exchange``s, so deriving the rows and
   redacting the bodies (default detectors, clean text) is included: the whole logger.
+- ``writer_cpu_us_per_record``: the part of ``cpu_us_per_record`` spent in the writing thread
+  (columns, segment append); the rest is the compaction threads'.
 - ``serial_*``: every step one after the other on one thread, timed step by step.
 
 Run: ``.venv/bin/python -m bench.logger [--records N] [--slice N] [--workers N]``; prints one JSON
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import tempfile
 import time
@@ -211,12 +214,17 @@ def run_sink(
         clock=lambda: 0.0,
         compaction=Compaction(workers=workers),
     )
-    began, cpu = time.perf_counter(), time.process_time()
+    began, cpu, own = time.perf_counter(), time.process_time(), time.thread_time()
     for offset in range(0, len(items), slice_size):
         write(sink, list(items[offset : offset + slice_size]), 0)
+    own = time.thread_time() - own  # the writer's share; the rest is compaction's
     sink.close()
     seconds, cpu = time.perf_counter() - began, time.process_time() - cpu
-    return {"records_per_s": len(items) / seconds, "cpu_us_per_record": cpu / len(items) * 1e6}
+    return {
+        "records_per_s": len(items) / seconds,
+        "cpu_us_per_record": cpu / len(items) * 1e6,
+        "writer_cpu_us_per_record": own / len(items) * 1e6,
+    }
 
 
 def _compact(segment: Path | None, directory: Path) -> None:
@@ -248,6 +256,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--slice", type=int, default=128, help="records per sink write")
     parser.add_argument("--workers", type=int, default=2, help="compaction threads")
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()[0]
     records = make_records(args.records, args.body_bytes)
     options = {"slice_size": args.slice, "workers": args.workers}
     with tempfile.TemporaryDirectory(prefix="bench-logger-") as directory:
@@ -270,9 +279,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         "parquet_bytes": size,
         "records_per_s": round(sink["records_per_s"]),
         "cpu_us_per_record": round(sink["cpu_us_per_record"], 2),
+        "writer_cpu_us_per_record": round(sink["writer_cpu_us_per_record"], 2),
         "derive_records_per_s": round(derived["records_per_s"]),
         "derive_cpu_us_per_record": round(derived["cpu_us_per_record"], 2),
         **{f"serial_{key}": value for key, value in serial.items() if key not in _SAME},
+        # The machine is shared: runnable tasks at the start and end (1-minute load average).
+        "loadavg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
     print(json.dumps(result))
 

@@ -355,6 +355,19 @@ def test_truncated_segment_keeps_complete_batches(tmp_path: Path) -> None:
         ]
 
 
+def test_read_file_reads_the_whole_segment_into_an_arrow_buffer(tmp_path: Path) -> None:
+    segment, _ = _three_batch_segment(tmp_path)
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    with segment.open("rb") as file, empty.open("rb") as nothing:
+        file.read(5)  # the file's position does not matter
+        buffer = segments.read_file(file)
+        assert segments.read_file(nothing).size == 0
+    assert buffer.to_pybytes() == segment.read_bytes()
+    contents = segments.read_segment(buffer)
+    assert contents.complete and contents.num_rows == 9
+
+
 def test_torn_header_and_empty_segments_are_deleted(tmp_path: Path) -> None:
     segment, _ = _three_batch_segment(tmp_path)
     data = segment.read_bytes()

@@ -540,6 +540,16 @@ def test_bench_logger_main_prints_json(capsys: pytest.CaptureFixture[str]) -> No
     assert result["name"] == "logger" and result["rows_in_parquet"] == 1500
     assert result["records_per_s"] > 0 and result["cpu_us_per_record"] > 0
     assert result["derive_records_per_s"] > 0 and result["serial_records_per_s"] > 0
+    assert 0 < result["writer_cpu_us_per_record"] < result["cpu_us_per_record"]
+
+
+def test_bench_logger_compares_parquet_options(capsys: pytest.CaptureFixture[str]) -> None:
+    bench_logger.main(["--records", "300", "--parquet-options"])
+    result = json.loads(capsys.readouterr().out)
+    assert result["name"] == "logger-parquet-options"
+    # Uncompressed Parquet holds at least both 2 KB bodies per record; zstd shrinks the text.
+    assert result["no_compression"]["bytes"] > 4096 > result["shipped"]["bytes"]
+    assert result["shipped"]["cpu_us_per_record"] > 0 < result["zstd_alone"]["cpu_us_per_record"]
 
 
 def test_storage_core_reads_no_clock_or_trio() -> None:

@@ -9,27 +9,34 @@ process (every thread) per record:
   compacted on the sink's compaction threads. This is what the issue's target is about.
 - ``derive_records_per_s``: ``DatasetSink.write`` from raw ``Exchange``s, so deriving the rows and
   redacting the bodies (default detectors, clean text) is included: the whole logger.
+- ``writer_cpu_us_per_record``: the part of ``cpu_us_per_record`` spent in the writing thread
+  (columns, segment append); the rest is the compaction threads'.
 - ``serial_*``: every step one after the other on one thread, timed step by step.
 
 Run: ``.venv/bin/python -m bench.logger [--records N] [--slice N] [--workers N]``; prints one JSON
-object.
+object. ``--parquet-options`` instead compares Parquet writer settings on the same records
+(thread CPU and bytes per record of one write each, and zstd by itself).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
 import msgspec
+import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from actorproxy.config import DatasetConfig
 from actorproxy.redact import RedactionConfig, Redactor
@@ -41,7 +48,7 @@ from actorproxy.schema.records import (
     Sampling,
     Usage,
 )
-from actorproxy.storage.compact import compact
+from actorproxy.storage.compact import compact, parquet_options
 from actorproxy.storage.schema import to_record_batch
 from actorproxy.storage.segments import SegmentWriter
 from actorproxy.storage.sink import Compaction, DatasetSink
@@ -211,12 +218,17 @@ def run_sink(
         clock=lambda: 0.0,
         compaction=Compaction(workers=workers),
     )
-    began, cpu = time.perf_counter(), time.process_time()
+    began, cpu, own = time.perf_counter(), time.process_time(), time.thread_time()
     for offset in range(0, len(items), slice_size):
         write(sink, list(items[offset : offset + slice_size]), 0)
+    own = time.thread_time() - own  # the writer's share; the rest is compaction's
     sink.close()
     seconds, cpu = time.perf_counter() - began, time.process_time() - cpu
-    return {"records_per_s": len(items) / seconds, "cpu_us_per_record": cpu / len(items) * 1e6}
+    return {
+        "records_per_s": len(items) / seconds,
+        "cpu_us_per_record": cpu / len(items) * 1e6,
+        "writer_cpu_us_per_record": own / len(items) * 1e6,
+    }
 
 
 def _compact(segment: Path | None, directory: Path) -> None:
@@ -241,14 +253,70 @@ def _report(
     }
 
 
+#: Parquet writer settings tried against the shipped ones (``--parquet-options``).
+_VARIANTS: dict[str, dict[str, object]] = {
+    "shipped": {},
+    "no_compression": {"compression": "none"},
+    "zstd_level_-1": {"compression_level": -1},
+    "zstd_level_-3": {"compression_level": -3},
+    "zstd_level_3": {"compression_level": 3},
+    "lz4": {"compression": "lz4"},
+    "no_statistics": {"write_statistics": False},
+    "data_page_8mib": {"data_page_size": 8 << 20},
+    "shipped_again": {},  # the spread between the two "shipped" runs is the noise
+}
+
+
+def parquet_variants(records: Sequence[RequestRecord], directory: Path) -> dict[str, object]:
+    """Thread CPU per record and bytes per record of one Parquet write per writer setting.
+
+    The records arrive as the sink writes them (batches of 128); best of three writes each.
+    ``zstd_alone`` is the codec by itself over the bodies in 1 MiB pieces: the floor.
+    """
+    table = pa.Table.from_batches(
+        [to_record_batch(records[i : i + 128]) for i in range(0, len(records), 128)]
+    )
+    target, count = str(directory / "variant.parquet"), len(records)
+    result: dict[str, object] = {}
+    for name, changes in _VARIANTS.items():
+        options = parquet_options(table.schema) | changes
+        cpu = _best_cpu(partial(pq.write_table, table, target, **options))
+        size = Path(target).stat().st_size
+        result[name] = {"cpu_us_per_record": round(cpu / count * 1e6, 2), "bytes": size // count}
+    bodies = "".join(f"{r.request_body}{r.response_body}" for r in records).encode()
+    pieces = [pa.py_buffer(bodies[i : i + (1 << 20)]) for i in range(0, len(bodies), 1 << 20)]
+    codec = pa.Codec("zstd", 1)
+    cpu = _best_cpu(lambda: [codec.compress(piece) for piece in pieces])
+    result["zstd_alone"] = {"cpu_us_per_record": round(cpu / count * 1e6, 2)}
+    return result
+
+
+def _best_cpu(work: Callable[[], object], rounds: int = 3) -> float:
+    best = float("inf")
+    for _ in range(rounds):
+        began = time.thread_time()
+        work()
+        best = min(best, time.thread_time() - began)
+    return best
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, default=200_000, help="records to write")
     parser.add_argument("--body-bytes", type=int, default=2048, help="size of each body")
     parser.add_argument("--slice", type=int, default=128, help="records per sink write")
     parser.add_argument("--workers", type=int, default=2, help="compaction threads")
+    parser.add_argument(
+        "--parquet-options", action="store_true", help="compare Parquet writer settings instead"
+    )
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()[0]
     records = make_records(args.records, args.body_bytes)
+    if args.parquet_options:
+        with tempfile.TemporaryDirectory(prefix="bench-logger-") as directory:
+            variants = parquet_variants(records, Path(directory))
+        print(json.dumps({"name": "logger-parquet-options", "records": args.records, **variants}))
+        return
     options = {"slice_size": args.slice, "workers": args.workers}
     with tempfile.TemporaryDirectory(prefix="bench-logger-") as directory:
         sink = run_sink(DatasetSink.write_rows, records, Path(directory), **options)
@@ -270,9 +338,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         "parquet_bytes": size,
         "records_per_s": round(sink["records_per_s"]),
         "cpu_us_per_record": round(sink["cpu_us_per_record"], 2),
+        "writer_cpu_us_per_record": round(sink["writer_cpu_us_per_record"], 2),
         "derive_records_per_s": round(derived["records_per_s"]),
         "derive_cpu_us_per_record": round(derived["cpu_us_per_record"], 2),
         **{f"serial_{key}": value for key, value in serial.items() if key not in _SAME},
+        # The machine is shared: runnable tasks at the start and end (1-minute load average).
+        "loadavg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
     print(json.dumps(result))
 

@@ -61,17 +61,23 @@ def compact(segment: Path, dataset_dir: Path, *, replica: str) -> list[Path]:
     parsed = segments.parse_name(segment.name)
     if parsed is None:
         raise ValueError(f"{segment}: not a segment name (seg-<replica>-<seq>.arrows)")
+    name = f"part-{segments.sanitize(replica)}-{parsed[1]:08d}.parquet"
     with _locked(segment) as file:
-        if file is None:
-            return []
-        data = file.read()
-        contents = segments.read_segment(data)
-        if contents.schema is None:
-            _discard(segment, data)
-            return []
-        name = f"part-{segments.sanitize(replica)}-{parsed[1]:08d}.parquet"
-        parts = _write_parts(contents, Path(dataset_dir), name, segment, _mtime(file))
-        segment.unlink()
+        parts = [] if file is None else _compact_locked(file, segment, Path(dataset_dir), name)
+    # The segment was read into Arrow's allocator, which would otherwise keep those pages (up to
+    # segment_max_bytes per compaction thread) for reuse for as long as the process lives.
+    pa.default_memory_pool().release_unused()
+    return parts
+
+
+def _compact_locked(file: BinaryIO, segment: Path, dataset_dir: Path, name: str) -> list[Path]:
+    data = segments.read_file(file)
+    contents = segments.read_segment(data)
+    if contents.schema is None:
+        _discard(segment, data)
+        return []
+    parts = _write_parts(contents, dataset_dir, name, segment, _mtime(file))
+    segment.unlink()
     return parts
 
 
@@ -108,8 +114,8 @@ def _locked(segment: Path) -> Iterator[BinaryIO | None]:
         yield file if os.fstat(file.fileno()).st_nlink > 0 else None
 
 
-def _discard(segment: Path, data: bytes) -> None:
-    if segments.is_torn_header(data):
+def _discard(segment: Path, data: pa.Buffer) -> None:
+    if segments.is_torn_header(data.to_pybytes()):
         segment.unlink()
     else:
         os.replace(segment, segment.with_name(segment.name + segments.QUARANTINE_SUFFIX))

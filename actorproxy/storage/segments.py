@@ -29,6 +29,7 @@ SEGMENTS_DIR = "_segments"
 SUFFIX = ".arrows"
 QUARANTINE_SUFFIX = ".corrupt"
 END_OF_STREAM = b"\xff\xff\xff\xff\x00\x00\x00\x00"
+_END_OF_STREAM = pa.py_buffer(END_OF_STREAM)
 
 _SEGMENT_NAME = re.compile(r"^seg-(?P<replica>.+)-(?P<seq>\d+)\.arrows(?:\.corrupt)?$")
 _PART_NAME = re.compile(r"^part-(?P<replica>.+)-(?P<seq>\d+)\.parquet$")
@@ -76,14 +77,31 @@ class SegmentContents:
         return sum(batch.num_rows for batch in self.batches)
 
 
-def read_segment(data: bytes) -> SegmentContents:
+def read_file(file: BinaryIO) -> pa.Buffer:
+    """The whole of ``file`` in one Arrow buffer; an I/O error raises ``OSError``.
+
+    Arrow's allocator reuses its memory, where a Python ``bytes`` of a 64 MiB segment is a fresh
+    mapping each time: page faults and zeroing cost compaction about 2 us per 4 KB record.
+    """
+    fd = file.fileno()
+    buffer = pa.allocate_buffer(os.fstat(fd).st_size)
+    view = memoryview(buffer)
+    filled = 0
+    while filled < len(view) and (count := os.preadv(fd, [view[filled:]], filled)):
+        filled += count
+    return buffer[:filled]
+
+
+def read_segment(data: bytes | pa.Buffer) -> SegmentContents:
     """Every complete batch of an IPC stream; reading stops quietly at the first damaged one.
 
-    Takes the bytes (read by the caller) so that a real I/O error surfaces as ``OSError`` there
-    instead of being mistaken for a truncated file here.
+    Takes the bytes (read by the caller, e.g. with ``read_file``) so that a real I/O error
+    surfaces as ``OSError`` there instead of being mistaken for a truncated file here.
     """
+    if isinstance(data, bytes):
+        data = pa.py_buffer(data)
     try:
-        reader = pa.ipc.open_stream(pa.py_buffer(data))
+        reader = pa.ipc.open_stream(data)
     except (pa.ArrowException, OSError):
         return SegmentContents(None, [], [], complete=False)
     batches: list[pa.RecordBatch] = []
@@ -93,7 +111,7 @@ def read_segment(data: bytes) -> SegmentContents:
             batch, metadata = reader.read_next_batch_with_custom_metadata()
             batch.validate()
         except StopIteration:  # also at a batch boundary of a file cut short
-            ended = data.endswith(END_OF_STREAM)
+            ended = data[-len(END_OF_STREAM) :] == _END_OF_STREAM
             return SegmentContents(reader.schema, batches, dropped, complete=ended)
         except (pa.ArrowException, OSError):
             return SegmentContents(reader.schema, batches, dropped, complete=False)

@@ -355,6 +355,19 @@ def test_truncated_segment_keeps_complete_batches(tmp_path: Path) -> None:
         ]
 
 
+def test_read_file_reads_the_whole_segment_into_an_arrow_buffer(tmp_path: Path) -> None:
+    segment, _ = _three_batch_segment(tmp_path)
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    with segment.open("rb") as file, empty.open("rb") as nothing:
+        file.read(5)  # the file's position does not matter
+        buffer = segments.read_file(file)
+        assert segments.read_file(nothing).size == 0
+    assert buffer.to_pybytes() == segment.read_bytes()
+    contents = segments.read_segment(buffer)
+    assert contents.complete and contents.num_rows == 9
+
+
 def test_torn_header_and_empty_segments_are_deleted(tmp_path: Path) -> None:
     segment, _ = _three_batch_segment(tmp_path)
     data = segment.read_bytes()
@@ -527,6 +540,16 @@ def test_bench_logger_main_prints_json(capsys: pytest.CaptureFixture[str]) -> No
     assert result["name"] == "logger" and result["rows_in_parquet"] == 1500
     assert result["records_per_s"] > 0 and result["cpu_us_per_record"] > 0
     assert result["derive_records_per_s"] > 0 and result["serial_records_per_s"] > 0
+    assert 0 < result["writer_cpu_us_per_record"] < result["cpu_us_per_record"]
+
+
+def test_bench_logger_compares_parquet_options(capsys: pytest.CaptureFixture[str]) -> None:
+    bench_logger.main(["--records", "300", "--parquet-options"])
+    result = json.loads(capsys.readouterr().out)
+    assert result["name"] == "logger-parquet-options"
+    # Uncompressed Parquet holds at least both 2 KB bodies per record; zstd shrinks the text.
+    assert result["no_compression"]["bytes"] > 4096 > result["shipped"]["bytes"]
+    assert result["shipped"]["cpu_us_per_record"] > 0 < result["zstd_alone"]["cpu_us_per_record"]
 
 
 def test_storage_core_reads_no_clock_or_trio() -> None:

@@ -1,12 +1,14 @@
-"""Where the proxy's CPU goes under the fast-upstream JSON load, sampled with py-spy.
+"""Where the proxy's CPU goes under a scenario's load (default: fast JSON), sampled with py-spy.
 
 Starts the fake upstream and the proxy with every feature on (as :mod:`bench.suite` does), loads
-it, and while the load runs records the proxy with ``py-spy record --format raw`` (every thread,
-including the dataset's workers). The raw stacks are kept; the summary groups each sample by the
-part of the system it was in (the first matching rule of ``PARTS``), then lists the functions
-with the most samples of their own and the project's functions by inclusive share.
+it as the full-scale scenario does, and while the load runs records the proxy with
+``py-spy record --format raw`` (every thread, including the dataset's workers). The raw stacks
+are kept; the summary groups each sample by the part of the system it was in (the first matching
+rule of ``PARTS``), then lists the functions with the most samples of their own and the
+project's functions by inclusive share.
 
-Run: ``.venv/bin/python -m bench.profile [--seconds 15] [--connections 16] [--dataset off]``
+Run: ``.venv/bin/python -m bench.profile [--scenario fast|stream|slow_stream|slow_calls|mixed]
+[--seconds 15] [--connections 16] [--dataset off]``
 (needs ``py-spy``: the ``bench`` extra). Writes ``profile.raw.txt`` and ``profile.md`` under
 ``--out`` (default ``bench/results/``).
 """
@@ -24,9 +26,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from bench import loadgen
+from bench import loadgen, scenarios
 from bench.suite import ALIAS, Settings, UpstreamProcess, running_proxy
-from bench.upstream import Behaviour
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 Stack = list[str]
@@ -121,7 +122,8 @@ def record(pid: int, seconds: float, rate: int, raw: Path) -> None:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=15.0, help="how long to sample")
-    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--scenario", default="fast", help="a sweep of the full suite")
+    parser.add_argument("--connections", type=int, help="default: 16, or the scenario's count")
     parser.add_argument("--rate", type=int, default=200, help="samples per second")
     parser.add_argument("--dataset", choices=("on", "off"), default="on")
     parser.add_argument("--generator", choices=("auto", "wrk", "builtin"), default="auto")
@@ -131,24 +133,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    (scenario,) = scenarios.select("full", [args.scenario], soak_s=0)
     settings = Settings(generator=args.generator)
     args.out.mkdir(parents=True, exist_ok=True)
     raw = args.out / "profile.raw.txt"
+    connections = args.connections or (16 if scenario.name == "fast" else scenario.connections[-1])
     with (
-        UpstreamProcess(Behaviour(), cpu=settings.load_cpu) as upstream,
+        UpstreamProcess(scenario.upstream, cpu=settings.load_cpu) as upstream,
         running_proxy(settings, upstream.url, dataset=args.dataset == "on") as proxy,
     ):
         spec = loadgen.LoadSpec(
             url=proxy.url,
             seconds=args.seconds + 4,
-            connections=args.connections,
+            connections=connections,
+            stream_fraction=scenario.stream_fraction,
             key=settings.key,
             model=ALIAS,
         )
         load = threading.Thread(
             target=loadgen.run,
             args=(spec,),
-            kwargs={"generator": settings.generator, "cpu": settings.load_cpu},
+            kwargs={"generator": settings.generator_for(scenario), "cpu": settings.load_cpu},
         )
         load.start()
         time.sleep(2)  # warm: connections open, pools filled

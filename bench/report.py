@@ -100,14 +100,22 @@ def _compare(value: float, comparison: str, goal: float) -> bool:
 
 _COLUMNS = (
     "| scenario | conns | direct req/s | proxy req/s | direct/proxy | proxy p50 / p90 / p99 ms "
-    "| added p50 / p99 ms | added ttfb p50 / p99 ms | CPU ms/req | RSS MiB | efficiency | errors "
-    "| load |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    "| added p50 / p99 ms | added ttfb p50 / p99 ms | CPU ms/req | CPU util | RSS MiB "
+    "| efficiency proxy / direct | errors | load |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
 )
 
 
 def markdown(document: Mapping[str, Any]) -> str:
     """The points table and the targets table, ready to paste into docs/benchmarks.md."""
-    lines = [_COLUMNS]
+    machine, load = document["machine"], document["load_avg_1m"]
+    lines = [
+        f"{document['scale']} run {document['started']} - {document['finished']} on "
+        f"{machine['nproc']} x {machine['cpu_model']}, Python {machine['python']}; "
+        f"generator {document['generator']}; CPUs {document['pinning']}; "
+        f"load average (1 min) {load['start']} at start, {load['end']} at end.\n\n",
+        _COLUMNS,
+    ]
     for scenario in document["scenarios"]:
         for row in scenario["points"]:
             lines.append(_table_row(scenario, row))
@@ -133,8 +141,9 @@ def _table_row(scenario: Row, row: Row) -> str:
         f"{row['added_p50_ms']:.2f} / {row['added_p99_ms']:.2f}",
         _pair(row["added_ttfb_p50_ms"], row["added_ttfb_p99_ms"]),
         f"{row['cpu_ms_per_request']:.3f}",
+        f"{row['proxy_cpu_util']:.2f}",
         f"{row['rss_max_mib']:.0f}",
-        "-" if row["efficiency"] is None else f"{row['efficiency']:.3f}",
+        _pair(row["efficiency"], row["direct_efficiency"]),
         str(row["errors"]),
         f"{row['load_avg_1m']:.1f}",
     ]

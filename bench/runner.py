@@ -152,10 +152,13 @@ def point_row(
         "p50_ratio": _round(through.p50_ms / direct.p50_ms if direct.p50_ms else 0.0),
         "direct_rps_ratio": _round(direct.rps / through.rps if through.rps else 0.0),
         "cpu_ms_per_request": _round(proxied.cpu_s * 1000 / max(through.requests, 1)),
+        # Near 1: the proxy was CPU-bound; well below with queueing: starved or blocked.
+        "proxy_cpu_util": _round(proxied.cpu_s / proxied.wall_s if proxied.wall_s else 0.0),
         "rss_max_mib": round(max(proxied.rss_mib), 1),
         "rss_peak_mib": round(peak_rss_mib, 1),
         "ideal_rps": None if ideal is None else round(ideal, 1),
         "efficiency": None if ideal is None else _round(through.rps / ideal),
+        "direct_efficiency": None if ideal is None else _round(direct.rps / ideal),
         "errors": through.errors,
     }
 

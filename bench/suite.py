@@ -151,6 +151,7 @@ class Sampled:
     result: loadgen.LoadResult
     cpu_s: float
     rss_mib: list[float]
+    wall_s: float
 
 
 def rss_mib(pid: int) -> float:
@@ -174,7 +175,7 @@ def sampled(
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             failures.append(exc)
 
-    cpu_before = proxy.cpu_seconds()
+    cpu_before, began = proxy.cpu_seconds(), time.monotonic()
     worker = threading.Thread(target=target, name="bench-load")
     worker.start()
     samples = [rss_mib(proxy.pid)]
@@ -183,7 +184,8 @@ def sampled(
         samples.append(rss_mib(proxy.pid))
     if failures:
         raise failures[0]
-    return Sampled(box[0], proxy.cpu_seconds() - cpu_before, samples)
+    cpu_s, wall_s = proxy.cpu_seconds() - cpu_before, time.monotonic() - began
+    return Sampled(box[0], cpu_s, samples, wall_s)
 
 
 def load_average() -> float:

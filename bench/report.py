@@ -100,7 +100,7 @@ def _compare(value: float, comparison: str, goal: float) -> bool:
 
 _COLUMNS = (
     "| scenario | conns | direct req/s | proxy req/s | direct/proxy | proxy p50 / p90 / p99 ms "
-    "| added p50 / p99 ms | added ttfb p50 / p99 ms | CPU ms/req | CPU util | RSS MiB "
+    "| added p50 / p99 ms | added ttfb p50 / p99 ms | CPU ms/req | CPU util / wait | RSS MiB "
     "| efficiency proxy / direct | errors | load |\n"
     "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
 )
@@ -141,7 +141,7 @@ def _table_row(scenario: Row, row: Row) -> str:
         f"{row['added_p50_ms']:.2f} / {row['added_p99_ms']:.2f}",
         _pair(row["added_ttfb_p50_ms"], row["added_ttfb_p99_ms"]),
         f"{row['cpu_ms_per_request']:.3f}",
-        f"{row['proxy_cpu_util']:.2f}",
+        f"{row['proxy_cpu_util']:.2f} / {row['proxy_runqueue_wait']:.2f}",
         f"{row['rss_max_mib']:.0f}",
         _pair(row["efficiency"], row["direct_efficiency"]),
         str(row["errors"]),

@@ -154,6 +154,9 @@ def point_row(
         "cpu_ms_per_request": _round(proxied.cpu_s * 1000 / max(through.requests, 1)),
         # Near 1: the proxy was CPU-bound; well below with queueing: starved or blocked.
         "proxy_cpu_util": _round(proxied.cpu_s / proxied.wall_s if proxied.wall_s else 0.0),
+        "proxy_runqueue_wait": _round(
+            proxied.runqueue_wait_s / proxied.wall_s if proxied.wall_s else 0.0
+        ),
         "rss_max_mib": round(max(proxied.rss_mib), 1),
         "rss_peak_mib": round(peak_rss_mib, 1),
         "ideal_rps": None if ideal is None else round(ideal, 1),

@@ -152,6 +152,7 @@ class Sampled:
     cpu_s: float
     rss_mib: list[float]
     wall_s: float
+    runqueue_wait_s: float  # time the proxy's threads were runnable but not on a CPU
 
 
 def rss_mib(pid: int) -> float:
@@ -175,7 +176,11 @@ def sampled(
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             failures.append(exc)
 
-    cpu_before, began = proxy.cpu_seconds(), time.monotonic()
+    cpu_before, wait_before, began = (
+        proxy.cpu_seconds(),
+        runqueue_wait_s(proxy.pid),
+        time.monotonic(),
+    )
     worker = threading.Thread(target=target, name="bench-load")
     worker.start()
     samples = [rss_mib(proxy.pid)]
@@ -185,7 +190,23 @@ def sampled(
     if failures:
         raise failures[0]
     cpu_s, wall_s = proxy.cpu_seconds() - cpu_before, time.monotonic() - began
-    return Sampled(box[0], cpu_s, samples, wall_s)
+    waited = runqueue_wait_s(proxy.pid) - wait_before
+    return Sampled(box[0], cpu_s, samples, wall_s, waited)
+
+
+def runqueue_wait_s(pid: int) -> float:
+    """Seconds ``pid``'s live threads spent waiting for a CPU (``/proc/<pid>/task/*/schedstat``).
+
+    On a shared machine this says whether a slow point was the proxy's own cost or neighbours
+    holding the proxy's core; 0 where the kernel keeps no schedstats.
+    """
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # a thread that ended, or no schedstats
+    return total / 1e9
 
 
 def load_average() -> float:

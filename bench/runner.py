@@ -21,6 +21,7 @@ from bench.suite import (
     load_average,
     running_proxy,
     sampled,
+    scrape_calls_ok,
     spec,
 )
 
@@ -51,14 +52,23 @@ def _sweep(scenario: Scenario, settings: Settings, upstream_url: str) -> Row:
     with running_proxy(settings, upstream_url) as proxy:
         _warm_up(scenario, settings, proxy)
         for connections in scenario.connections:
-            direct = _load(scenario, settings, spec(scenario, upstream_url, connections, None))
+            direct = _load(scenario, settings, _direct_spec(scenario, upstream_url, connections))
             proxied = _proxied(scenario, settings, proxy, connections)
             row = point_row(scenario, connections, direct, proxied, proxy.peak_rss_mib())
             if scenario.kind == "soak":
                 row["rss_samples_mib"] = proxied.rss_mib
                 row["rss_growth_pct"] = growth_pct(proxied.rss_mib)
             points.append(row)
-    return {"points": points, "proxy_exit_codes": [proxy.exit_code]}
+        calls_ok = scrape_calls_ok(proxy.url)  # metrics are on: they counted every call
+    return {"points": points, "proxy_exit_codes": [proxy.exit_code], "metrics_calls_ok": calls_ok}
+
+
+def _direct_spec(scenario: Scenario, upstream_url: str, connections: int) -> loadgen.LoadSpec:
+    """The direct run: as long as the proxied one, but a soak's reference needs no soaking."""
+    direct = spec(scenario, upstream_url, connections, None)
+    if scenario.kind == "soak":
+        return msgspec.structs.replace(direct, seconds=min(scenario.seconds, 10.0))
+    return direct
 
 
 def _logger(scenario: Scenario, settings: Settings, upstream_url: str) -> Row:

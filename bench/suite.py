@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -207,6 +208,18 @@ def runqueue_wait_s(pid: int) -> float:
         except (OSError, IndexError, ValueError):
             continue  # a thread that ended, or no schedstats
     return total / 1e9
+
+
+def scrape_calls_ok(url: str, provider: str = "fake") -> int:
+    """``actorproxy_provider_calls_total{outcome="ok"}`` for ``provider`` from ``/metrics``."""
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    for line in text.splitlines():
+        if line.startswith("actorproxy_provider_calls_total{") and (
+            f'provider="{provider}"' in line and 'outcome="ok"' in line
+        ):
+            return int(float(line.rpartition(" ")[2]))
+    return 0
 
 
 def load_average() -> float:

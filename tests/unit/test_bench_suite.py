@@ -43,6 +43,9 @@ def test_the_smoke_run_is_healthy(smoke: tuple[int, Path]) -> None:
     assert {"nproc", "cpu_model", "python"} <= document["machine"].keys()
     for scenario in document["scenarios"]:
         assert scenario["proxy_exit_codes"] and set(scenario["proxy_exit_codes"]) == {0}
+        if scenario["kind"] != "logger":  # warm-up and proxied calls, all counted by /metrics
+            proxied = sum(row["proxy"]["ok"] for row in scenario["points"])
+            assert scenario["metrics_calls_ok"] >= proxied
 
 
 def test_every_point_measures_direct_and_proxied(smoke: tuple[int, Path]) -> None:

@@ -176,9 +176,7 @@ class ProxyProcess:
 
     def cpu_seconds(self) -> float:
         """utime + stime of every thread so far, from ``/proc/<pid>/stat``."""
-        stat = Path(f"/proc/{self._require().pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2 :].split()  # the name in parentheses may hold spaces
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_seconds(self._require().pid)
 
     @property
     def pid(self) -> int:
@@ -190,6 +188,13 @@ class ProxyProcess:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
         return 0.0
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of every thread of ``pid`` so far, from ``/proc/<pid>/stat``."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()  # the name in parentheses may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _children_cpu_s() -> float:

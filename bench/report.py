@@ -119,6 +119,14 @@ def markdown(document: Mapping[str, Any]) -> str:
     for scenario in document["scenarios"]:
         for row in scenario["points"]:
             lines.append(_table_row(scenario, row))
+    floors = [(s, row) for s in document["scenarios"] for row in s["points"] if "floor" in row]
+    if floors:
+        lines.append(
+            "\nThe floor: bare hypercorn (`bench.floor`, a static JSON body) on the proxy's CPU\n\n"
+            "| conns | req/s | p50 / p99 ms | CPU ms/req | proxy CPU ms/req | proxy minus floor |\n"
+            "|---|---|---|---|---|---|\n"
+        )
+        lines += [_floor_row(row) for _, row in floors]
     lines.append("\n| target | goal | measured | met |\n|---|---|---|---|\n")
     for target in document["targets"]:
         measured = target["measured"]
@@ -148,6 +156,15 @@ def _table_row(scenario: Row, row: Row) -> str:
         f"{row['load_avg_1m']:.1f}",
     ]
     return "| " + " | ".join(cells) + " |\n"
+
+
+def _floor_row(row: Row) -> str:
+    floor, proxy_cpu = row["floor"], row["cpu_ms_per_request"]
+    return (
+        f"| {row['connections']} | {floor['rps']:,.0f} | {floor['p50_ms']:.2f} / "
+        f"{floor['p99_ms']:.2f} | {floor['cpu_ms_per_request']:.3f} | {proxy_cpu:.3f} | "
+        f"{proxy_cpu - floor['cpu_ms_per_request']:.3f} |\n"
+    )
 
 
 def _pair(first: float | None, second: float | None) -> str:

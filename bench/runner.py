@@ -15,6 +15,7 @@ import msgspec
 from bench import loadgen, overhead
 from bench.scenarios import Scenario
 from bench.suite import (
+    ChildServer,
     Sampled,
     Settings,
     UpstreamProcess,
@@ -55,12 +56,28 @@ def _sweep(scenario: Scenario, settings: Settings, upstream_url: str) -> Row:
             direct = _load(scenario, settings, _direct_spec(scenario, upstream_url, connections))
             proxied = _proxied(scenario, settings, proxy, connections)
             row = point_row(scenario, connections, direct, proxied, proxy.peak_rss_mib())
+            if scenario.floor:
+                row["floor"] = _floor(scenario, settings, connections)
             if scenario.kind == "soak":
                 row["rss_samples_mib"] = proxied.rss_mib
                 row["rss_growth_pct"] = growth_pct(proxied.rss_mib)
             points.append(row)
         calls_ok = scrape_calls_ok(proxy.url)  # metrics are on: they counted every call
     return {"points": points, "proxy_exit_codes": [proxy.exit_code], "metrics_calls_ok": calls_ok}
+
+
+def _floor(scenario: Scenario, settings: Settings, connections: int) -> Row:
+    """Bare hypercorn on the proxy's CPU, same load: what the HTTP server alone costs."""
+    with ChildServer("bench.floor", [], cpu=settings.proxy_cpu) as floor:
+        measured = sampled(
+            floor.pid,
+            lambda: _load(scenario, settings, spec(scenario, floor.url, connections, None)),
+        )
+    return {
+        **_figures(measured.result),
+        "cpu_ms_per_request": _round(measured.cpu_s * 1000 / max(measured.result.requests, 1)),
+        "cpu_util": _round(measured.cpu_s / measured.wall_s if measured.wall_s else 0.0),
+    }
 
 
 def _direct_spec(scenario: Scenario, upstream_url: str, connections: int) -> loadgen.LoadSpec:
@@ -137,7 +154,7 @@ def _proxied(
 ) -> Sampled:
     load = spec(scenario, proxy.url, connections, settings.key)
     every_s = max(scenario.seconds / 300, 0.25)
-    return sampled(proxy, lambda: _load(scenario, settings, load), every_s=every_s)
+    return sampled(proxy.pid, lambda: _load(scenario, settings, load), every_s=every_s)
 
 
 def point_row(

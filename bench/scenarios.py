@@ -30,6 +30,7 @@ class Scenario(msgspec.Struct, frozen=True, kw_only=True):
     builtin_only: bool = False  # needs ttfb or streams, which wrk cannot give
     kind: Kind = "sweep"
     rounds: int = 1
+    floor: bool = False  # also measure bare hypercorn (bench.floor) at each point
 
     @property
     def call_s(self) -> float:
@@ -56,7 +57,7 @@ def full(soak_s: float = 600.0) -> list[Scenario]:
     sweep = (1, 16, 64, 256)
     return [
         Scenario(name="fast", title="fast upstream, JSON", upstream=_FAST, connections=sweep,
-                 seconds=10),
+                 seconds=10, floor=True),
         Scenario(name="stream", title="fast upstream, 10-chunk SSE", upstream=_STREAM,
                  connections=sweep, seconds=10, stream_fraction=1.0, builtin_only=True),
         Scenario(name="slow_stream", title="slow SSE: ttft 2 s + 10 chunks 100 ms apart",
@@ -77,7 +78,7 @@ def smoke() -> list[Scenario]:
     """Every kind once at tiny scale: seconds in all, for the test suite."""
     return [
         Scenario(name="fast", title="fast upstream, JSON", upstream=_FAST, connections=(1, 4),
-                 seconds=0.5),
+                 seconds=0.5, floor=True),
         Scenario(name="stream", title="fast upstream, SSE", upstream=Behaviour(chunks=3),
                  connections=(1, 4), seconds=0.5, stream_fraction=1.0, builtin_only=True),
         Scenario(name="slow_stream", title="slow SSE", connections=(20,), seconds=0.5,

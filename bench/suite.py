@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 from bench import loadgen, overhead
 from bench.scenarios import Scenario
@@ -81,27 +82,21 @@ class Settings:
         return "builtin" if scenario.builtin_only else self.generator
 
 
-class UpstreamProcess:
-    """``python -m bench.upstream`` as a child process; ``url`` once it listens."""
+class ChildServer:
+    """A ``python -m ...`` server as a child process that prints ``{"port": N}`` once listening."""
 
-    def __init__(self, behaviour: Behaviour, *, cpu: int | None) -> None:
-        self._command = [
-            *loadgen.taskset(cpu),
-            *(sys.executable, "-m", "bench.upstream", "--chunks", str(behaviour.chunks)),
-            *("--latency-ms", str(behaviour.latency_ms), "--ttft-ms", str(behaviour.ttft_ms)),
-            *("--interval-ms", str(behaviour.interval_ms)),
-            *("--error-rate", str(behaviour.error_rate)),
-        ]
+    def __init__(self, module: str, arguments: list[str], *, cpu: int | None) -> None:
+        self._command = [*loadgen.taskset(cpu), sys.executable, "-m", module, *arguments]
         self._process: subprocess.Popen[bytes] | None = None
         self.url = ""
 
-    def __enter__(self) -> UpstreamProcess:
+    def __enter__(self) -> Self:
         self._process = process = subprocess.Popen(self._command, stdout=subprocess.PIPE)
         line = process.stdout.readline() if process.stdout else b""
         if not line:
             process.kill()
             process.wait()
-            raise RuntimeError("the fake upstream did not start")
+            raise RuntimeError(f"{' '.join(self._command)} did not start")
         self.url = f"http://127.0.0.1:{json.loads(line)['port']}"
         return self
 
@@ -111,6 +106,24 @@ class UpstreamProcess:
             self._process.wait()
             if self._process.stdout:
                 self._process.stdout.close()
+
+    @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise RuntimeError("not started")
+        return self._process.pid
+
+
+class UpstreamProcess(ChildServer):
+    """``python -m bench.upstream`` with ``behaviour``."""
+
+    def __init__(self, behaviour: Behaviour, *, cpu: int | None) -> None:
+        arguments = [
+            *("--chunks", str(behaviour.chunks), "--latency-ms", str(behaviour.latency_ms)),
+            *("--ttft-ms", str(behaviour.ttft_ms), "--interval-ms", str(behaviour.interval_ms)),
+            *("--error-rate", str(behaviour.error_rate)),
+        ]
+        super().__init__("bench.upstream", arguments, cpu=cpu)
 
 
 def proxy_config(directory: Path, upstream_url: str, *, dataset: bool) -> Path:
@@ -164,10 +177,8 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-def sampled(
-    proxy: overhead.ProxyProcess, load: Callable[[], loadgen.LoadResult], every_s: float = 0.25
-) -> Sampled:
-    """Run ``load`` in a thread while sampling the proxy's RSS every ``every_s`` seconds."""
+def sampled(pid: int, load: Callable[[], loadgen.LoadResult], every_s: float = 0.25) -> Sampled:
+    """Run ``load`` in a thread while sampling ``pid``'s RSS every ``every_s`` seconds."""
     box: list[loadgen.LoadResult] = []
     failures: list[BaseException] = []
 
@@ -178,20 +189,20 @@ def sampled(
             failures.append(exc)
 
     cpu_before, wait_before, began = (
-        proxy.cpu_seconds(),
-        runqueue_wait_s(proxy.pid),
+        overhead.process_cpu_seconds(pid),
+        runqueue_wait_s(pid),
         time.monotonic(),
     )
     worker = threading.Thread(target=target, name="bench-load")
     worker.start()
-    samples = [rss_mib(proxy.pid)]
+    samples = [rss_mib(pid)]
     while worker.is_alive():
         worker.join(every_s)
-        samples.append(rss_mib(proxy.pid))
+        samples.append(rss_mib(pid))
     if failures:
         raise failures[0]
-    cpu_s, wall_s = proxy.cpu_seconds() - cpu_before, time.monotonic() - began
-    waited = runqueue_wait_s(proxy.pid) - wait_before
+    cpu_s, wall_s = overhead.process_cpu_seconds(pid) - cpu_before, time.monotonic() - began
+    waited = runqueue_wait_s(pid) - wait_before
     return Sampled(box[0], cpu_s, samples, wall_s, waited)
 
 

@@ -71,6 +71,15 @@ def test_streams_and_slow_upstreams_report_ttfb_and_efficiency(smoke: tuple[int,
         assert row["ideal_rps"] > 0 and row["efficiency"] > 0
 
 
+def test_the_fast_sweep_measures_the_bare_server_floor(smoke: tuple[int, Path]) -> None:
+    (fast,) = [s for s in _document(smoke[1])["scenarios"] if s["name"] == "fast"]
+
+    for row in fast["points"]:
+        assert row["floor"]["ok"] > 0 and row["floor"]["errors"] == 0
+        assert row["floor"]["cpu_ms_per_request"] > 0
+    assert "The floor: bare hypercorn" in (smoke[1] / "bench.md").read_text()
+
+
 def test_logger_and_soak_have_their_summaries(smoke: tuple[int, Path]) -> None:
     by_name = {s["name"]: s for s in _document(smoke[1])["scenarios"]}
 

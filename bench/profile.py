@@ -89,21 +89,33 @@ def summarise(samples: Sequence[tuple[Stack, int]], top: int = 25) -> str:
     total = sum(count for _, count in samples) or 1
     parts: Counter[str] = Counter()
     own: Counter[str] = Counter()
+    packages: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     for stack, count in samples:
         parts[next(name for name, rule in PARTS if rule(stack))] += count
         frames = [_short(frame) for frame in stack]
         own[frames[-1]] += count
+        packages[package(frames[-1])] += count
         for frame in set(frames):
             if "actorproxy/" in frame:
                 inclusive[frame] += count
     lines = [f"{total} samples\n", "\n| part | share |\n|---|---|\n"]
     lines += [f"| {name} | {100 * n / total:.1f}% |\n" for name, n in parts.most_common()]
+    # Robust where a sampled stack lost its outer frames: only the running function counts.
+    lines.append("\n| package of the running function | share |\n|---|---|\n")
+    lines += [f"| {name} | {100 * n / total:.1f}% |\n" for name, n in packages.most_common()]
     lines.append("\n| function (own samples) | share |\n|---|---|\n")
     lines += [f"| `{name}` | {100 * n / total:.1f}% |\n" for name, n in own.most_common(top)]
     lines.append("\n| project function (inclusive) | share |\n|---|---|\n")
     lines += [f"| `{name}` | {100 * n / total:.1f}% |\n" for name, n in inclusive.most_common(top)]
     return "".join(lines)
+
+
+def package(frame: str) -> str:
+    """The top-level package of a shortened frame (``trio``, ``h11``, ...), else "other"."""
+    where = frame.rpartition("(")[2]
+    top = where.split("/")[0] if "/" in where else ""
+    return top or ("python stdlib" if where.endswith(".py)") else "other")
 
 
 def _short(frame: str) -> str:

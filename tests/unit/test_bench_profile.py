@@ -36,3 +36,11 @@ def test_frames_are_shortened_and_project_functions_summed() -> None:
 
     assert "| `send (hypercorn/protocol/h11.py)` | 15.0% |" in summary
     assert "| `handle (actorproxy/proxy.py)` | 25.0% |" in summary
+
+
+def test_running_functions_are_summed_by_package() -> None:
+    summary = profile.summarise(profile.parse_raw(RAW))
+
+    assert "| trio | 25.0% |" in summary  # get_events
+    assert "| hypercorn | 40.0% |" in summary  # send (3) and _read_data (5)
+    assert "| actorproxy | 30.0% |" in summary  # _admit (2) and pool.send (4)

@@ -66,8 +66,11 @@ log = logging.getLogger("actorproxy.cli")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    given = sys.argv[1:] if argv is None else list(argv)
+    if given[:1] == ["bench"]:  # every later argument belongs to the bench's own parser
+        return _bench(given[1:])
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(given)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -111,6 +114,8 @@ def _parser() -> argparse.ArgumentParser:
     check.set_defaults(func=_check_config)
     keys.register(sub)
     dataset_cli.register(sub)
+    # Listed for --help only: main() hands `bench ...` to the bench's parser before this one.
+    sub.add_parser("bench", help="run the bench suite (`actorproxy bench --help`)")
     return parser
 
 
@@ -172,6 +177,12 @@ async def _handle_signals(
             await server.reloader.reload()
         except cfg.ConfigError as exc:
             log.error("config reload failed; nothing changed", extra={"error": str(exc)})
+
+
+def _bench(argv: list[str]) -> int:
+    from bench import __main__ as bench  # the bench ships with the package but loads on demand
+
+    return bench.main(argv)
 
 
 def _check_config(args: argparse.Namespace) -> int:

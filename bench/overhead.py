@@ -100,9 +100,12 @@ def write_config(directory: Path, mode: Mode) -> Path:
 class ProxyProcess:
     """``python -m actorproxy serve`` as a child process, stopped with SIGTERM on exit."""
 
-    def __init__(self, config: Path, *, cpu: int | None) -> None:
+    def __init__(
+        self, config: Path, *, cpu: int | None, env: Mapping[str, str] | None = None
+    ) -> None:
         self._config = config
         self._cpu = cpu
+        self._env = None if env is None else {**os.environ, **env}
         self._log = config.with_suffix(".log")
         self._process: subprocess.Popen[bytes] | None = None
         self.url = ""
@@ -112,7 +115,9 @@ class ProxyProcess:
     def __enter__(self) -> Self:
         command = [*loadgen.taskset(self._cpu), sys.executable, "-m", "actorproxy", "serve"]
         with self._log.open("wb") as log:
-            self._process = subprocess.Popen([*command, "--config", str(self._config)], stderr=log)
+            self._process = subprocess.Popen(
+                [*command, "--config", str(self._config)], stderr=log, env=self._env
+            )
         try:
             self.url = self._listening(deadline=time.monotonic() + 30)
             self._wait_ready(deadline=time.monotonic() + 30)
@@ -171,9 +176,11 @@ class ProxyProcess:
 
     def cpu_seconds(self) -> float:
         """utime + stime of every thread so far, from ``/proc/<pid>/stat``."""
-        stat = Path(f"/proc/{self._require().pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2 :].split()  # the name in parentheses may hold spaces
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_seconds(self._require().pid)
+
+    @property
+    def pid(self) -> int:
+        return self._require().pid
 
     def peak_rss_mib(self) -> float:
         """``VmHWM``: the largest resident set so far."""
@@ -181,6 +188,13 @@ class ProxyProcess:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
         return 0.0
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of every thread of ``pid`` so far, from ``/proc/<pid>/stat``."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()  # the name in parentheses may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _children_cpu_s() -> float:
@@ -193,19 +207,17 @@ class Bench:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.generator = _generator(args.generator)
-        self.proxy_cpu, self.load_cpu = _cpus()
-        self.body = loadgen.chat_body(args.body_bytes)
+        self.generator = pick_generator(args.generator)
+        self.proxy_cpu, self.load_cpu = cpus()
 
     def load(self, url: str, seconds: float) -> loadgen.LoadResult:
-        connections, cpu = self.args.connections, self.load_cpu
-        if self.generator == "wrk":
-            return loadgen.run_wrk(
-                url, self.body, seconds=seconds, connections=connections, cpu=cpu
-            )
-        return loadgen.run_builtin(
-            url, self.args.body_bytes, seconds=seconds, connections=connections, cpu=cpu
+        spec = loadgen.LoadSpec(
+            url=url,
+            seconds=seconds,
+            connections=self.args.connections,
+            body_bytes=self.args.body_bytes,
         )
+        return loadgen.run(spec, generator=self.generator, cpu=self.load_cpu)
 
     def run(self, mode: Mode) -> dict[str, object]:
         """Start a fresh proxy in ``mode``, warm it up, measure, stop it, check its dataset."""
@@ -229,7 +241,7 @@ class Bench:
             return row
 
 
-def _generator(choice: str) -> str:
+def pick_generator(choice: str) -> str:
     if choice == "auto":
         return "wrk" if shutil.which("wrk") else "builtin"
     if choice == "wrk" and shutil.which("wrk") is None:
@@ -237,7 +249,7 @@ def _generator(choice: str) -> str:
     return choice
 
 
-def _cpus() -> tuple[int | None, int | None]:
+def cpus() -> tuple[int | None, int | None]:
     # The proxy on one CPU, the generator on another: neither steals the other's core.
     allowed = sorted(os.sched_getaffinity(0))
     if len(allowed) < 2 or shutil.which("taskset") is None:

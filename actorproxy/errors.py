@@ -119,9 +119,11 @@ class RateLimited(ProxyError):
     type = "requests"
     code = "rate_limit_exceeded"
 
-    def __init__(self, message: str, *, retry_after_s: float) -> None:
+    def __init__(self, message: str, *, retry_after_s: float, reason: str = "rate") -> None:
+        """``reason``: which limit refused (a bounded label for ``/metrics``, never the message)."""
         super().__init__(message)
         self.retry_after_s = retry_after_s
+        self.reason = reason
         self.headers = retry_after_headers(retry_after_s)
 
 
@@ -174,6 +176,13 @@ class Unavailable(ProxyError):
     type = "service_unavailable"
     code = "no_healthy_provider"
     retryable = True
+    reason = "unavailable"
+
+
+class CircuitOpen(Unavailable):
+    """A provider's breaker refuses calls until its cool-down ends."""
+
+    reason = "breaker_open"
 
 
 class UpstreamTimeout(ProxyError):

@@ -114,6 +114,10 @@ class ActorCollector(Collector):
             ("records_dropped", stats.dropped, "Records dropped on a full queue (on_full=drop)."),
             ("batches", stats.batches, "Batches written."),
             ("write_errors", stats.write_errors, "Failed dataset writes (retried)."),
+            ("segment_bytes", stats.sink.segment_bytes, "Bytes appended to Arrow IPC segments."),
+            ("segment_rotations", stats.sink.segments_closed, "IPC segments closed (rotated)."),
+            ("parquet_files", stats.sink.parquet_files, "Parquet files compaction published."),
+            ("parquet_bytes", stats.sink.parquet_bytes, "Bytes of published Parquet files."),
         ):
             yield CounterMetricFamily(f"actorproxy_logger_{name}", text, value=value)
 
@@ -147,9 +151,17 @@ class RequestCollector(Collector):
         )
         for pair, usd in list(stats.cost_usd.items()):
             cost.add_metric(list(pair), usd)
+        rejections = CounterMetricFamily(
+            "actorproxy_rejections",
+            "Requests refused by a limit or an open breaker, by reason.",
+            labels=["reason"],
+        )
+        for reason, count in list(stats.rejections.items()):
+            rejections.add_metric([reason], count)
         yield requests
         yield tokens
         yield cost
+        yield rejections
         histograms: list[tuple[str, str, list[str], Mapping[tuple[str, ...], Histogram]]] = [
             ("request", "Request latency, total.", ["endpoint", "provider"], stats.latency),
             ("upstream", "Upstream latency.", ["provider"], stats.upstream),

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Protocol
 
+from actorproxy import errors
 from actorproxy.config import Price
 from actorproxy.limits.gate import price_for
 from actorproxy.limits.keys import cost_usd
@@ -52,6 +53,8 @@ class Flight(Protocol):
     def stream(self) -> bool: ...
     @property
     def status(self) -> int: ...
+    @property
+    def error(self) -> errors.ProxyError | None: ...
     @property
     def upstream_s(self) -> float | None: ...
     @property
@@ -152,6 +155,7 @@ class RequestStats:
         self.requests: dict[tuple[str, str, str, str], int] = {}
         self.tokens: dict[tuple[str, str, str], int] = {}
         self.cost_usd: dict[tuple[str, str], float] = {}  # (provider, model), priced targets only
+        self.rejections: dict[str, int] = {}  # refusals by which limit refused (``reason``)
         self.latency: dict[tuple[str, ...], Histogram] = {}
         self.upstream: dict[tuple[str, ...], Histogram] = {}
         self.overhead: dict[tuple[str, ...], Histogram] = {}
@@ -178,6 +182,9 @@ class RequestStats:
         endpoint, total = flight.endpoint, now - flight.started
         key = (endpoint, model, provider, str(flight.status))
         self.requests[key] = self.requests.get(key, 0) + 1
+        if isinstance(flight.error, errors.RateLimited | errors.Unavailable):
+            reason = flight.error.reason
+            self.rejections[reason] = self.rejections.get(reason, 0) + 1
         _observe(self.latency, LATENCY_BUCKETS, (endpoint, provider), total)
         if flight.upstream_s is not None:
             _observe(self.upstream, LATENCY_BUCKETS, (provider,), flight.upstream_s)

@@ -112,11 +112,13 @@ class Admission(Generic[T]):
                 "The provider's rate limit cannot admit this request within "
                 f"{self.max_wait_s:g} s.",
                 retry_after_s=ready - now,
+                reason="provider_rate",
             )
         if not self.queue.push(call.key, call, now + self.max_wait_s):
             raise errors.RateLimited(
                 f"The provider has {self.queue.capacity} requests queued.",
                 retry_after_s=self._head_wait(now),
+                reason="provider_queue_full",
             )
         return False
 
@@ -147,6 +149,7 @@ class Admission(Generic[T]):
         return errors.RateLimited(
             f"The request waited {self.max_wait_s:g} s in the provider's queue.",
             retry_after_s=wait,
+            reason="provider_queue_timeout",
         )
 
     def withdraw(self, call: T) -> bool:

@@ -26,6 +26,7 @@ from typing import Literal, Protocol
 import trio
 
 from actorproxy.schema.records import Exchange
+from actorproxy.storage.sink import SinkStats
 
 log = logging.getLogger("actorproxy.logger")
 
@@ -48,6 +49,10 @@ class Sink(Protocol):
 
     def close(self) -> None: ...
 
+    def statistics(self) -> SinkStats:
+        """Bytes and files written so far; read from the event loop between writes."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class LoggerStats:
@@ -59,6 +64,7 @@ class LoggerStats:
     batches: int
     write_errors: int
     restarts: int
+    sink: SinkStats  # what reached the disk (no dataset dir: all zero)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,4 +202,5 @@ class LoggerActor:
             batches=self._batches,
             write_errors=self._errors,
             restarts=self.restarts,
+            sink=self._sink.statistics() if self._sink is not None else SinkStats(),
         )

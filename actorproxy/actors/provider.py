@@ -166,7 +166,7 @@ class ProviderActor:
             raise errors.Unavailable(f"Provider {self.name!r} was replaced by a config reload.")
         if not self._breaker.admits(now):
             self._log_transitions()
-            raise errors.Unavailable(f"Provider {self.name!r} is failing; its circuit is open.")
+            raise errors.CircuitOpen(f"Provider {self.name!r} is failing; its circuit is open.")
         call.owner = self
         if self._admission.enter(call, now, at_once=self._accepting()):
             self._start(call, now)
@@ -230,7 +230,7 @@ class ProviderActor:
         if not self._breaker.allow(now):
             self._log_transitions()
             self._admission.finish(call, now, seen=False, usage=None)
-            error = errors.Unavailable(f"Provider {self.name!r} is failing; its circuit is open.")
+            error = errors.CircuitOpen(f"Provider {self.name!r} is failing; its circuit is open.")
             self._nursery.start_soon(self._refuse, call, error)
             return
         call.queue_s = now - call.submitted

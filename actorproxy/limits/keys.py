@@ -224,6 +224,7 @@ class KeyLimiter:
                 f"This API key already has {state.in_flight} requests in flight, its limit "
                 f"(max_concurrency = {most}). Wait for one to finish.",
                 retry_after_s=CONCURRENCY_RETRY_S,
+                reason="key_concurrency",
             )
 
     def _check_budget(self, state: _KeyState, request: KeyRequest) -> tuple[_Budget | None, float]:
@@ -250,6 +251,7 @@ class KeyLimiter:
             f"and this request may cost up to ${cost:.4f}. The budget renews with the next "
             f"{state.limits.budget_period} (UTC).",
             retry_after_s=max(wait, 0.001),
+            reason="key_budget",
         )
 
     @staticmethod
@@ -286,6 +288,7 @@ class KeyLimiter:
                 f"This API key is over its rate limit ({_describe(rate)} per minute). "
                 f"Retry in {duration(wait)}.",
                 retry_after_s=wait,
+                reason="key_rate",
             )
         return reservation
 

@@ -164,6 +164,8 @@ class SegmentWriter:
         self._writer: pa.ipc.RecordBatchStreamWriter | None = None
         self._path: Path | None = None
         self._opened_at = 0.0
+        self.bytes_written = 0  # IPC bytes appended to segments, over the writer's life
+        self.closed = 0  # segments closed (rotated, or by ``close``)
 
     @property
     def path(self) -> Path | None:
@@ -181,9 +183,11 @@ class SegmentWriter:
             self._open(now)
         assert self._writer is not None and self._file is not None
         try:
+            before = self._file.tell()
             metadata = {DROPPED_KEY: str(dropped_of(batch))}
             self._writer.write_batch(batch, custom_metadata=metadata)
             self._sync()
+            self.bytes_written += self._file.tell() - before
         except BaseException:
             self._abandon()
             raise
@@ -208,6 +212,7 @@ class SegmentWriter:
             self._sync()
         finally:
             self._abandon()
+        self.closed += 1
         return path
 
     def __enter__(self) -> SegmentWriter:

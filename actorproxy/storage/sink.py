@@ -55,6 +55,16 @@ class Compaction:
 DEFAULT_COMPACTION = Compaction()
 
 
+@dataclass(frozen=True, slots=True)
+class SinkStats:
+    """What the sink has written: IPC bytes and closed segments, and the Parquet they became."""
+
+    segment_bytes: int = 0
+    segments_closed: int = 0
+    parquet_files: int = 0
+    parquet_bytes: int = 0
+
+
 class DatasetSink:
     def __init__(
         self,
@@ -80,6 +90,7 @@ class DatasetSink:
             initargs=(compaction.nice,),
         )
         self._pending: list[Future[list[Path]]] = []
+        self._parquet_files = self._parquet_bytes = 0
         self._segments = SegmentWriter(
             directory,
             replica=replica,
@@ -131,7 +142,24 @@ class DatasetSink:
                 running.append(job)
             elif (error := job.exception()) is not None:
                 log.error("compaction failed; the segment stays for recovery", exc_info=error)
+            else:
+                self._count_parts(job.result())
         self._pending = running
+
+    def _count_parts(self, parts: list[Path]) -> None:
+        self._parquet_files += len(parts)
+        for part in parts:
+            with contextlib.suppress(OSError):  # already purged by retention: not our concern
+                self._parquet_bytes += part.stat().st_size
+
+    def statistics(self) -> SinkStats:
+        """A snapshot; compactions still running are counted once they have finished."""
+        return SinkStats(
+            segment_bytes=self._segments.bytes_written,
+            segments_closed=self._segments.closed,
+            parquet_files=self._parquet_files,
+            parquet_bytes=self._parquet_bytes,
+        )
 
     def _purge_if_due(self, now: float) -> None:
         if self._retention_days is None or now - self._last_purge < DAY_S:

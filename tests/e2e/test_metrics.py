@@ -150,6 +150,11 @@ async def test_a_scripted_run_moves_each_metric_by_what_it_did(
     assert 1 <= gaps <= chunks
     assert got[("actorproxy_provider_breaker_state", openai_label)] == 2
     assert got[("actorproxy_provider_breaker_opened_total", openai_label)] == 1
+    assert got[("actorproxy_rejections_total", labels(reason="breaker_open"))] == 1
+    assert not any(
+        name == "actorproxy_rejections_total" and dict(key)["reason"] != "breaker_open"
+        for name, key in got
+    )
     inf = labels(endpoint="chat", le="+Inf", provider="openai")
     assert got[("actorproxy_request_seconds_bucket", inf)] == 6
     assert got[("actorproxy_provider_calls_total", labels(outcome="ok", provider="openai"))] == 3

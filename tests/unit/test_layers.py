@@ -41,7 +41,12 @@ PURE: dict[str, tuple[str, ...]] = {
         "actorproxy.routing",
         "actorproxy.schema",
     ),
-    "telemetry.py": ("actorproxy.routing", "actorproxy.limits", "actorproxy.config"),
+    "telemetry.py": (
+        "actorproxy.errors",
+        "actorproxy.routing",
+        "actorproxy.limits",
+        "actorproxy.config",
+    ),
     "tracing.py": (),
     **{f"adapters/{p.name}": ADAPTERS_MAY_USE for p in sorted(PACKAGE.glob("adapters/*.py"))},
     **{f"schema/{p.name}": SCHEMA_MAY_USE for p in sorted(PACKAGE.glob("schema/*.py"))},

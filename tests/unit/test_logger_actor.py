@@ -10,6 +10,7 @@ import trio.testing
 
 from actorproxy.actors.logger import Batching, LoggerActor
 from actorproxy.schema.records import Exchange
+from actorproxy.storage.sink import SinkStats
 
 
 def record(n: int) -> Exchange:
@@ -61,6 +62,9 @@ class Sink:
 
     def close(self) -> None:
         self.closed = True
+
+    def statistics(self) -> SinkStats:
+        return SinkStats(segment_bytes=len(self.ids()))
 
     def ids(self) -> list[str]:
         return [i for ids, _ in self.batches for i in ids]

@@ -17,9 +17,11 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
+from actorproxy.config import DatasetConfig
 from actorproxy.schema.records import Attempt, RequestRecord, Sampling, Usage
 from actorproxy.storage import compact, retention, schema, segments
 from actorproxy.storage.segments import SegmentWriter
+from actorproxy.storage.sink import DatasetSink, SinkStats
 from bench import logger as bench_logger
 
 DAY = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -559,3 +561,20 @@ def test_storage_core_reads_no_clock_or_trio() -> None:
         for banned in ("import trio", "time.time(", "time.monotonic(", ".now(", ".today("):
             assert banned not in source, (module, banned)
     assert os.sep not in segments.sanitize("../../etc")
+
+
+def test_sink_statistics_count_what_reached_the_disk(tmp_path: Path) -> None:
+    config = DatasetConfig(dir=str(tmp_path), segment_max_bytes=1)  # every batch rotates
+    sink = DatasetSink(tmp_path, replica="r1", redactor=None, config=config)
+    assert sink.statistics() == SinkStats()
+    for start in (0, 3):
+        sink.write_rows([make_record(index) for index in range(start, start + 3)], 0)
+    sink.close()
+    stats = sink.statistics()
+    segment_files = list(segments.segments_dir(tmp_path).glob("*"))
+    parts = sorted(tmp_path.glob("date=*/*.parquet"))
+    assert segment_files == []  # all compacted
+    assert (stats.segments_closed, stats.parquet_files) == (2, len(parts)) and parts
+    assert stats.parquet_bytes == sum(part.stat().st_size for part in parts)
+    assert stats.segment_bytes > stats.parquet_bytes / 10  # counted, and of a plausible size
+    assert len(read_pyarrow(tmp_path)) == 6

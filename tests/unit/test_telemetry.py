@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from actorproxy import errors
 from actorproxy.config import Price
 from actorproxy.flight import Flight
 from actorproxy.limits.usage import TokenUsage
@@ -79,3 +80,23 @@ def test_cost_is_the_usage_at_the_served_targets_price() -> None:
         stats.observe(_flight(model="fast", target=target, usage=usage), now=11.0, wall=1001.0)
     # 600k uncached at $2/M, 400k cached at $1/M, 100k output at $10/M
     assert stats.cost_usd == {("openai", "fast"): pytest.approx(1.2 + 0.4 + 1.0)}
+
+
+def test_refusals_are_counted_by_the_limit_that_refused() -> None:
+    stats = RequestStats([], [])
+    refusals = [
+        errors.RateLimited("busy", retry_after_s=1.0, reason="key_rate"),
+        errors.RateLimited("busy", retry_after_s=1.0, reason="key_rate"),
+        errors.QuotaExceeded("spent", retry_after_s=1.0, reason="key_budget"),
+        errors.CircuitOpen("failing"),
+        errors.Unavailable("nothing"),
+        errors.UpstreamTimeout("slow"),  # not a refusal
+    ]
+    for error in refusals:
+        stats.observe(_flight(error=error, status=error.status), now=11.0, wall=1001.0)
+    assert stats.rejections == {
+        "key_rate": 2,
+        "key_budget": 1,
+        "breaker_open": 1,
+        "unavailable": 1,
+    }

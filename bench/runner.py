@@ -8,6 +8,7 @@ proxy per run and alternates dataset off and on, so each pair shares the machine
 from __future__ import annotations
 
 import statistics
+import sys
 from collections.abc import Sequence
 
 import msgspec
@@ -52,7 +53,8 @@ def _sweep(scenario: Scenario, settings: Settings, upstream_url: str) -> Row:
     points: list[Row] = []
     with running_proxy(settings, upstream_url) as proxy:
         _warm_up(scenario, settings, proxy)
-        for connections in scenario.connections:
+        total = len(scenario.connections)
+        for done, connections in enumerate(scenario.connections, start=1):
             direct = _load(scenario, settings, _direct_spec(scenario, upstream_url, connections))
             proxied = _proxied(scenario, settings, proxy, connections)
             row = point_row(scenario, connections, direct, proxied, proxy.peak_rss_mib())
@@ -62,8 +64,14 @@ def _sweep(scenario: Scenario, settings: Settings, upstream_url: str) -> Row:
                 row["rss_samples_mib"] = proxied.rss_mib
                 row["rss_growth_pct"] = growth_pct(proxied.rss_mib)
             points.append(row)
+            _progress(f"{scenario.name}: {connections} connections measured ({done}/{total})")
         calls_ok = scrape_calls_ok(proxy.url)  # metrics are on: they counted every call
     return {"points": points, "proxy_exit_codes": [proxy.exit_code], "metrics_calls_ok": calls_ok}
+
+
+def _progress(message: str) -> None:
+    """A long run says where it is (stderr; stdout stays free)."""
+    print(f"bench:   {message}", file=sys.stderr, flush=True)
 
 
 def _floor(scenario: Scenario, settings: Settings, connections: int) -> Row:

@@ -102,7 +102,7 @@ def _register_keys(app: QuartTrio, ops: Ops) -> None:
     @app.post("/admin/keys")
     async def create_key() -> tuple[bytes, int, dict[str, str]]:
         _require_admin(ops, _headers())
-        asked = _decode(_create, await _body())
+        asked = errors.decode_json(_create, await _body())
         limits = cast(LimitArgs, msgspec.structs.asdict(asked.limits()))
         record, secret = await _keys_call(ops, lambda store: store.create(asked.name, **limits))
         return _json({**_shown(record), "secret": secret}, 201)
@@ -110,7 +110,7 @@ def _register_keys(app: QuartTrio, ops: Ops) -> None:
     @app.patch("/admin/keys/<key_id>")
     async def update_key(key_id: str) -> tuple[bytes, int, dict[str, str]]:
         _require_admin(ops, _headers())
-        fields = _decode(_patch, await _body())
+        fields = errors.decode_json(_patch, await _body())
         unknown = set(fields) - set(Limits.__struct_fields__)
         if unknown:
             raise errors.InvalidRequest(f"Not a limit: {', '.join(sorted(unknown))}.")
@@ -183,15 +183,6 @@ async def _body() -> bytes:
 
 def _headers() -> list[tuple[bytes, bytes]]:
     return [(name.lower().encode(), value.encode()) for name, value in request.headers.items()]
-
-
-def _decode(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
-    try:
-        return decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise errors.invalid_body(exc) from None
-    except msgspec.DecodeError:
-        raise errors.InvalidRequest("The body must be a JSON object.") from None
 
 
 def _shown(record: KeyRecord) -> dict[str, Any]:

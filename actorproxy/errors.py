@@ -31,8 +31,11 @@ from __future__ import annotations
 
 import math
 import re
+from typing import TypeVar
 
 import msgspec
+
+T = TypeVar("T")
 
 
 class ErrorBody(msgspec.Struct, omit_defaults=False):
@@ -214,6 +217,19 @@ def render(error: ProxyError) -> bytes:
 
 _AT = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?P<path>.*)`)?$", re.DOTALL)
 _MISSING = re.compile(r"^Object missing required field `(?P<field>.+)`$", re.DOTALL)
+
+
+NOT_JSON = "We could not parse the JSON body of your request. The body must be a JSON object."
+
+
+def decode_json(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
+    """A client's JSON body as ``decoder``'s type, else the 400 that says what is wrong with it."""
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise invalid_body(exc) from None
+    except msgspec.DecodeError:
+        raise InvalidRequest(NOT_JSON) from None
 
 
 def invalid_body(error: msgspec.ValidationError) -> InvalidRequest:

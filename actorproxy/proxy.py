@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import msgspec
 import trio
 
 from actorproxy import asgi, errors, tracing
@@ -137,7 +136,7 @@ class ProxyHandler:
         flight.principal = principal = self._auth.authenticate(scope["headers"])
         body = await asgi.read_body(receive, self._max_body, asgi.header(scope, b"content-length"))
         flight.body = body = flight.dialect.request(body)
-        view = _decode_view(body)
+        view = errors.decode_json(views.route_view, body)
         flight.model, flight.stream = view.model, bool(view.stream)
         if flight.stream and flight.endpoint == "embeddings":
             raise errors.InvalidRequest("Embeddings cannot be streamed.", param="stream")
@@ -370,17 +369,6 @@ async def _respond_error(send: asgi.Send, flight: Flight, error: errors.ProxyErr
     status, body, headers = flight.dialect.error(error)
     overhead = flight.overhead_header(flight.upstream_s or 0.0)
     await asgi.respond(send, status, body, [*flight.headers(), overhead, *headers])
-
-
-def _decode_view(body: bytes) -> views.RouteView:
-    try:
-        return views.route_view.decode(body)
-    except msgspec.ValidationError as exc:
-        raise errors.invalid_body(exc) from None
-    except msgspec.DecodeError:
-        raise errors.InvalidRequest(
-            "We could not parse the JSON body of your request. The body must be a JSON object."
-        ) from None
 
 
 def _for_target(exchange: Exchange, target: Target) -> Exchange:

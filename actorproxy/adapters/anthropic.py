@@ -60,7 +60,6 @@ _encoder = msgspec.json.Encoder()
 _request_decoder = msgspec.json.Decoder(outbound.ChatRequest)
 _message_decoder = msgspec.json.Decoder(anthropic.Message)
 _error_decoder = msgspec.json.Decoder(anthropic.ErrorResponse)
-_NOT_JSON = "We could not parse the JSON body of your request."
 
 
 class AnthropicAdapter:
@@ -96,7 +95,7 @@ class AnthropicAdapter:
             message = f"Anthropic has no {exchange.endpoint} endpoint; use chat completions."
             raise errors.CannotExpress(message)
         request = outbound.encode_chat(
-            _decode_chat(exchange.body),
+            errors.decode_json(_request_decoder, exchange.body),
             model=exchange.upstream_model,
             stream=exchange.stream,
             default_max_tokens=self._default_max_tokens,
@@ -134,15 +133,6 @@ class AnthropicAdapter:
         except msgspec.DecodeError as exc:
             raise errors.CannotUnderstand(f"Anthropic sent an invalid model list: {exc}") from None
         return [model.id for model in listing.data]
-
-
-def _decode_chat(body: bytes) -> outbound.ChatRequest:
-    try:
-        return _request_decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise errors.invalid_body(exc) from None
-    except msgspec.DecodeError:
-        raise errors.InvalidRequest(_NOT_JSON) from None
 
 
 def include_usage(body: bytes) -> bool:

@@ -24,7 +24,6 @@ from actorproxy import errors
 from actorproxy.adapters.messages_reply import (
     IMAGE_TOKENS,
     count_tokens,
-    decode_body,
     encode_error,
     encode_response,
     encoder,
@@ -134,7 +133,7 @@ _request_decoder = msgspec.json.Decoder(anthropic.MessagesRequest)
 def decode_request(body: bytes) -> InboundRequest:
     """The OpenAI chat request for a ``/v1/messages`` body; ``errors.InvalidRequest`` (400, its
     ``CannotExpress`` subclass for what the OpenAI shape cannot carry) otherwise."""
-    request = decode_body(_request_decoder, body)
+    request = errors.decode_json(_request_decoder, body)
     tools = _tools(request.tools)
     tool_choice, parallel = _tool_choice(request.tool_choice) if tools else (UNSET, UNSET)
     stream = request.stream is True

@@ -9,20 +9,16 @@ docs/providers/messages-inbound.md lists every mapping.
 from __future__ import annotations
 
 import math
-from typing import TypeVar
 
 import msgspec
 
 from actorproxy import errors
 from actorproxy.schema import anthropic
 
-T = TypeVar("T")
-
 BYTES_PER_TOKEN = 4  # the token estimate of a text: its UTF-8 bytes / 4
 IMAGE_TOKENS = 1600  # count_tokens: Anthropic's cost of a ~1.15 megapixel image, the largest
 DOCUMENT_TOKENS = 3000  # count_tokens: a PDF or URL document, whose pages we cannot see
 MESSAGE_TOKENS = 4  # count_tokens: what each turn adds besides its content
-NOT_JSON = "We could not parse the JSON body of your request. The body must be a JSON object."
 OVERLOADED = 529  # what Anthropic answers when it is overloaded; the proxy's 503s become it
 _STOP_REASONS = {
     "stop": "end_turn",
@@ -302,7 +298,7 @@ def error_event(error: errors.ProxyError) -> bytes:
 def count_tokens(body: bytes) -> bytes:
     """``{"input_tokens": N}`` for a ``/v1/messages/count_tokens`` body: an estimate (UTF-8
     bytes / 4 over the text, plus fixed costs), the same for the same body."""
-    request = decode_body(_count_decoder, body)
+    request = errors.decode_json(_count_decoder, body)
     system = request.system
     texts = [system] if isinstance(system, str) else [block.text for block in system or ()]
     fixed = MESSAGE_TOKENS * len(request.messages)
@@ -316,16 +312,6 @@ def count_tokens(body: bytes) -> bytes:
             fixed += sum(_block_cost(block, texts) for block in message.content)
     size = sum(len(text.encode()) for text in texts)
     return encoder.encode(TokenCount(fixed + math.ceil(size / BYTES_PER_TOKEN)))
-
-
-def decode_body(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
-    """A client's request body; ``errors.InvalidRequest`` (400) naming what is wrong with it."""
-    try:
-        return decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise errors.invalid_body(exc) from None
-    except msgspec.DecodeError:
-        raise errors.InvalidRequest(NOT_JSON) from None
 
 
 def _block_cost(block: anthropic.RequestBlock, texts: list[str]) -> int:

@@ -33,7 +33,6 @@ PATHS: dict[Endpoint, str] = {
     "embeddings": "/api/embed",
 }
 ID_PREFIXES: dict[Endpoint, str] = {"chat": "chatcmpl-", "completions": "cmpl-", "embeddings": ""}
-_NOT_JSON = "We could not parse the JSON body of your request."
 
 
 class OllamaAdapter:
@@ -99,12 +98,12 @@ class OllamaAdapter:
     def _encode_body(self, exchange: Exchange) -> bytes:
         model, stream = exchange.upstream_model, exchange.stream
         if exchange.endpoint == "chat":
-            chat = _decode(openai.chat_request_decoder, exchange.body)
+            chat = errors.decode_json(openai.chat_request_decoder, exchange.body)
             return ollama.encoder.encode(encode_chat(chat, model, stream, self._keep_alive))
         if exchange.endpoint == "completions":
-            legacy = _decode(openai.completion_request_decoder, exchange.body)
+            legacy = errors.decode_json(openai.completion_request_decoder, exchange.body)
             return ollama.encoder.encode(encode_generate(legacy, model, stream, self._keep_alive))
-        embed = _decode(openai.embedding_request_decoder, exchange.body)
+        embed = errors.decode_json(openai.embedding_request_decoder, exchange.body)
         return ollama.encoder.encode(encode_embed(embed, model, self._keep_alive))
 
     def _head(self, exchange: Exchange) -> replies.Head:
@@ -316,15 +315,6 @@ def encode_embed(
 
 
 # --- small helpers ----------------------------------------------------------------------------
-
-
-def _decode(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
-    try:
-        return decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise errors.invalid_body(exc) from None
-    except msgspec.DecodeError:
-        raise errors.InvalidRequest(_NOT_JSON) from None
 
 
 def _view(exchange: Exchange) -> ollama.ReplyView:

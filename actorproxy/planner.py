@@ -1,8 +1,8 @@
 """Where a request goes, and what happens after an attempt fails: the proxy's routing brain.
 
 ``Planner`` joins the pure parts to the live system. It resolves a model to its route
-(``routing.Router``), orders the route's targets with ``strategies.order`` from a snapshot of each
-provider actor (``statistics()``: in flight, queued, capacity, breaker state) and a
+(``routing.Router``), orders the route's targets with ``strategies.order`` from each provider
+actor's ``load()`` (in flight, queued, capacity, breaker open, room to admit) and a
 ``LatencyTracker`` fed with the latency of each attempt, and answers the proxy's question after a
 failed attempt with ``retry.RetryPolicy.decide`` (the route's ``max_retries``, else
 ``[routing]``'s). Randomness comes from one ``random.Random``, injectable for tests.
@@ -57,16 +57,13 @@ class Planner:
 
     def view(self, target: Target, now: float) -> strategies.TargetView:
         """What the strategies may know of ``target`` now."""
-        actor = self.actors[target.provider]
-        stats = actor.statistics()
+        load = self.actors[target.provider].load(now)
         return strategies.TargetView(
-            in_flight=stats.in_flight,
-            capacity=stats.max_concurrency,
-            queued=stats.queued,
-            breaker_open=stats.breaker.state == "open",
-            # A free slot takes a call even with no queue at all (max_queue = 0).
-            can_admit=stats.queued < actor.config.max_queue
-            or stats.in_flight < stats.max_concurrency,
+            in_flight=load.in_flight,
+            capacity=load.capacity,
+            queued=load.queued,
+            breaker_open=load.breaker_open,
+            can_admit=load.can_admit,
             latency_s=self._latency.estimate(target, now),
         )
 

@@ -124,6 +124,17 @@ class ProviderStats:
     paused_s: float  # how long admission stays paused by an upstream's signal (0: not paused)
 
 
+@dataclass(frozen=True, slots=True)
+class Load:
+    """What routing reads of an actor on every request: a few counters, not a full snapshot."""
+
+    in_flight: int
+    capacity: int
+    queued: int
+    breaker_open: bool
+    can_admit: bool  # a free slot, or room in the queue (max_queue = 0 still takes a free slot)
+
+
 class ProviderActor:
     """One upstream provider. ``run()`` is restartable; the handle methods work across restarts."""
 
@@ -339,6 +350,18 @@ class ProviderActor:
             return self._models
         self._models_expire = now + MODELS_TTL_S
         return self._models
+
+    def load(self, now: float) -> Load:
+        """The cheap view for routing (``planner``); ``statistics()`` is for operators."""
+        admission = self._admission
+        queued, in_flight = len(admission.queue), admission.in_flight
+        return Load(
+            in_flight=in_flight,
+            capacity=admission.max_concurrency,
+            queued=queued,
+            breaker_open=self._breaker.state(now) == "open",
+            can_admit=queued < admission.queue.capacity or in_flight < admission.max_concurrency,
+        )
 
     def statistics(self) -> ProviderStats:
         now = trio.current_time()

@@ -1,9 +1,10 @@
 """Operational events as structured log lines: actor state and breaker changes, failed requests.
 
-Actor and breaker state are read from ``statistics()`` snapshots every ``WATCH_INTERVAL_S``
-(``watch``) and each change becomes one JSON line on stderr (``logs.JsonFormatter``), so the
-provider actors need no logging code of their own and the hot path pays nothing. ``changes`` is
-the pure part: two snapshots in, the events out. A log line never holds a body or a key.
+Each actor's ``state`` is read every ``WATCH_INTERVAL_S`` (``watch``) and
+each change becomes one JSON line on stderr (``logs.JsonFormatter``); the hot path pays nothing.
+Breaker changes are not polled: the provider actor logs each transition as it happens, with its
+reason (``breaker changed``), so none is missed between two looks. ``changes`` is the pure part:
+two snapshots in, the events out. A log line never holds a body or a key.
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ class Seen:
     """What ``watch`` compares between two looks at one actor."""
 
     state: str
-    breaker: str | None = None  # the logger actor has none
-    restarts: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,17 +39,13 @@ class Change:
 
 
 def look(ops: Ops) -> dict[str, Seen]:
-    seen = {
-        name: Seen(stats.state, stats.breaker.state, stats.restarts)
-        for name, stats in ((name, actor.statistics()) for name, actor in ops.actors.items())
-    }
-    logger = ops.logger.statistics()
-    seen["logger"] = Seen(logger.state, None, logger.restarts)
+    seen = {name: Seen(actor.state) for name, actor in ops.actors.items()}
+    seen["logger"] = Seen(ops.logger.state)
     return seen
 
 
 def changes(before: Mapping[str, Seen], after: Mapping[str, Seen]) -> list[Change]:
-    """The state and breaker changes from ``before`` to ``after`` (actors in both)."""
+    """The state changes from ``before`` to ``after`` (actors in both)."""
     found = []
     for name, now in after.items():
         then = before.get(name)
@@ -58,8 +53,6 @@ def changes(before: Mapping[str, Seen], after: Mapping[str, Seen]) -> list[Chang
             continue
         if then.state != now.state:
             found.append(Change("actor state changed", name, then.state, now.state))
-        if then.breaker != now.breaker and then.breaker is not None and now.breaker is not None:
-            found.append(Change("breaker changed", name, then.breaker, now.breaker))
     return found
 
 
@@ -69,16 +62,16 @@ async def watch(
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Log each change of an actor's state or breaker until cancelled."""
+    """Log each change of an actor's state until cancelled."""
     before = look(ops)
     task_status.started()
     while True:
         await trio.sleep(interval_s)
         after = look(ops)
         for change in changes(before, after):
-            level = logging.WARNING if change.after in ("open", "failed", "restarting") else 0
+            level = logging.WARNING if change.after in ("failed", "restarting") else logging.INFO
             log.log(
-                level or logging.INFO,
+                level,
                 change.event,
                 extra={"actor": change.actor, "from": change.before, "to": change.after},
             )

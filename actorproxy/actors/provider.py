@@ -314,11 +314,11 @@ class ProviderActor:
     def _log_transitions(self) -> None:
         for change in self._breaker.transitions():
             log.warning(
-                "breaker state changed",
+                "breaker changed",
                 extra={
-                    "provider": self.name,
-                    "before": change.before,
-                    "after": change.after,
+                    "actor": self.name,
+                    "from": change.before,
+                    "to": change.after,
                     "reason": change.reason,
                 },
             )

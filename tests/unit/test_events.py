@@ -5,21 +5,13 @@ from __future__ import annotations
 from actorproxy.events import Change, Seen, changes
 
 
-def test_state_and_breaker_changes_become_events() -> None:
-    before = {
-        "a": Seen("running", "closed"),
-        "b": Seen("running", "open"),
-        "logger": Seen("running"),
-    }
+def test_state_changes_become_events() -> None:
+    before = {"a": Seen("running"), "b": Seen("running"), "logger": Seen("running")}
     after = {
-        "a": Seen("restarting", "open"),
-        "b": Seen("running", "half_open"),
+        "a": Seen("restarting"),
+        "b": Seen("running"),
         "logger": Seen("running"),
-        "new": Seen("running", "closed"),
+        "new": Seen("running"),
     }
-    assert changes(before, after) == [
-        Change("actor state changed", "a", "running", "restarting"),
-        Change("breaker changed", "a", "closed", "open"),
-        Change("breaker changed", "b", "open", "half_open"),
-    ]
+    assert changes(before, after) == [Change("actor state changed", "a", "running", "restarting")]
     assert changes(after, after) == []

@@ -349,9 +349,9 @@ async def test_the_breaker_opens_on_a_failure_rate_and_recovers_through_a_probe(
         assert isinstance((await replies(submit(actor, call(11))[1]))[0], Head)
         assert actor.statistics().breaker.state == "closed"
     changes = [
-        tuple(getattr(record, name) for name in ("before", "after", "reason"))
+        tuple(getattr(record, name) for name in ("from", "to", "reason"))
         for record in caplog.records
-        if record.msg == "breaker state changed"
+        if record.msg == "breaker changed"
     ]
     assert changes == [
         ("closed", "open", "failure_rate"),
